@@ -74,8 +74,6 @@ class _EmbeddedBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
     # TFDS would look for a checksums file next to this module through the
     # `importlib_resources` backport (not a dependency); nothing is downloaded.
     url_infos = None
-    # Keep the shipped row order inside each split, so example i is stable.
-    disable_shuffling = True
     SHAPE: tuple[int, int, int]
 
     @staticmethod
@@ -89,6 +87,8 @@ class _EmbeddedBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
                 "label": tfds.features.ClassLabel(num_classes=10),
             }),
             supervised_keys=("image", "label"),
+            # Keep the shipped row order inside each split, so example i is stable.
+            disable_shuffling=True,
         )
 
     def _split_generators(self, dl_manager):
