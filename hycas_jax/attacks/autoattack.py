@@ -1,0 +1,100 @@
+"""AutoAttack (Croce & Hein, 2020): a fixed ensemble of attacks, each run only
+on the points that every earlier attack left robust.
+
+Versions:
+  'rand': APGD-CE and APGD-DLR, 20 EOT draws each, no restarts, for
+    classifiers with internal randomness.
+  'standard': APGD-CE, APGD-T (targeted DLR, 9 target classes) and, for
+    l_inf, the black-box Square Attack, for deterministic classifiers.
+
+A point counts as broken when one fresh stochastic forward pass on the
+attack's output misclassifies it (AutoAttack's own rule). Final scoring,
+with its Monte Carlo uncertainty, is separate: see ``scoring``.
+"""
+
+import functools
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from hycas_jax.attacks import result, square, validation
+from hycas_jax.attacks.apgd import apgd
+
+VERSIONS = ("rand", "standard")
+
+
+class AutoAttackResult(NamedTuple):
+    """``x_adv`` (B, H, W, C); ``broken_by`` (B,) int32: index into ``attacks``
+    of the attack that broke the point ('clean' = misclassified before any
+    attack), -1 where no attack did; ``attacks``: the names in run order.
+
+    Points never broken carry the last attack's highest-loss point rather than
+    the clean image, so re-scoring under fresh randomness tests the attack's
+    best effort.
+    """
+    x_adv: jax.Array
+    broken_by: np.ndarray
+    attacks: tuple
+
+
+@functools.partial(jax.jit, static_argnames=("logits_fn",))
+def _correct(params, x, y, key, *, logits_fn):
+    """(B,) bool: one stochastic forward pass classifies ``x`` as ``y``."""
+    return jnp.argmax(logits_fn(params, x, key), axis=1) == y
+
+
+def _ensemble(version, norm, eps, n_iter, eot_iter, n_target_classes, square_queries):
+    """[(name, attack(logits_fn, params, x, y, key) -> AttackResult)] in run order."""
+    run_apgd = functools.partial(apgd, norm=norm, eps=eps, n_iter=n_iter,
+                                 eot_iter=eot_iter, n_restarts=1)
+    if version == "rand":
+        return [("apgd-ce", functools.partial(run_apgd, loss="ce")),
+                ("apgd-dlr", functools.partial(run_apgd, loss="dlr"))]
+    attacks = [("apgd-ce", functools.partial(run_apgd, loss="ce")),
+               ("apgd-t", functools.partial(run_apgd, loss="dlr-targeted",
+                                            n_target_classes=n_target_classes))]
+    if norm == "linf":
+        attacks.append(("square", functools.partial(square.square_linf, eps=eps,
+                                                    n_queries=square_queries)))
+    return attacks
+
+
+def autoattack(logits_fn, params, x, y, key, *, norm="linf", eps, version="rand",
+               n_iter=100, eot_iter=None, n_target_classes=9, square_queries=5000):
+    """Runs the AutoAttack ensemble against ``logits_fn(params, x, key) -> (B, K)``.
+
+    Args:
+      x: (B, H, W, C) float in [0, 1]; y: (B,) int; key: PRNG key.
+      norm: 'linf' or 'l2'; eps: radius >= 0; version: 'rand' or 'standard'.
+      n_iter: APGD iterations; eot_iter: EOT draws (default 20 for 'rand',
+        1 for 'standard'); n_target_classes: targets of APGD-T;
+      square_queries: Square Attack queries ('standard', l_inf only).
+
+    Returns:
+      AutoAttackResult.
+    """
+    if version not in VERSIONS:
+        raise ValueError(f"unknown version {version!r}; expected one of {VERSIONS}")
+    validation.check_attack_inputs(logits_fn, params, x, y, key, norm=norm, eps=eps)
+    eot_iter = (20 if version == "rand" else 1) if eot_iter is None else eot_iter
+    x, y = jnp.asarray(x, jnp.float32), jnp.asarray(y, jnp.int32)
+    attacks = _ensemble(version, norm, eps, n_iter, eot_iter, n_target_classes, square_queries)
+    key, clean_key = jax.random.split(key)
+    robust = np.array(_correct(params, x, y, clean_key, logits_fn=logits_fn))
+    broken_by = np.where(robust, -1, 0).astype(np.int32)
+    x_adv = x
+    for index, (_, attack) in enumerate(attacks, start=1):
+        key, attack_key, check_key = jax.random.split(key, 3)
+        ran = result.run_on(lambda xs, ys, k: attack(logits_fn, params, xs, ys, k),
+                            robust, attack_key, x, y)
+        if ran is None:
+            break
+        idx, out = ran
+        still = np.asarray(_correct(params, out.x_adv, y[idx], check_key, logits_fn=logits_fn))
+        x_adv = x_adv.at[idx].set(out.x_adv)
+        broken_by[idx[~still]] = index
+        robust[idx[~still]] = False
+    return AutoAttackResult(x_adv=x_adv, broken_by=broken_by,
+                            attacks=("clean",) + tuple(name for name, _ in attacks))
