@@ -5,6 +5,7 @@ config and feature layout) and writes random examples as array_record, with
 images PNG-encoded by PIL so no TensorFlow is needed.
 """
 import io
+import json
 
 import numpy as np
 import pytest
@@ -104,3 +105,12 @@ def test_unprepared_or_unknown_config_is_a_clear_error(fake_dir, tmp_path):
         get_source("diabetic_retinopathy_detection", "train", data_dir=fake_dir, config="250K")
     with pytest.raises(ValueError, match="only applies to celeb_a"):
         get_source("cifar10", "train", data_dir=fake_dir, attribute="Male")
+
+
+def test_tfrecord_copy_is_a_clear_error(tmp_path):
+    write_fake("cifar10", tmp_path, splits={"train": 2})
+    info_path = next(tmp_path.glob("cifar10/*/dataset_info.json"))
+    info = json.loads(info_path.read_text())
+    info_path.write_text(json.dumps({**info, "fileFormat": "tfrecord"}))
+    with pytest.raises(FileNotFoundError, match="stored as tfrecord.*needs array_record"):
+        get_source("cifar10", "train", data_dir=tmp_path)

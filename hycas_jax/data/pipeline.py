@@ -61,7 +61,8 @@ def train_iterator(name, *, batch_size, seed, data_dir=None, process_index=None,
     shard = grain.MapDataset.source(source)[index::count]
     if len(shard) < local:
         raise ValueError(
-            f"{info.name}/{split}: shard of {len(shard)} examples is smaller than the per-process batch {local}."
+            f"{info.name}/{split}: shard of {len(shard)} examples is smaller than the"
+            f" per-process batch {local}."
         )
     ds = shard.shuffle(seed=seed).repeat().to_iter_dataset()
     return iter(ds.batch(local, drop_remainder=True).map(_to_unit))

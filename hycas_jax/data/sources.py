@@ -23,10 +23,13 @@ def _family(name: str) -> str:
         return "tfds"
     if name.startswith("medmnist:") or name.split("_")[0] in medmnist.TABLE:
         return "medmnist"
-    raise ValueError(f"Unknown dataset {name!r}. Known: {KNOWN} (MedMNIST also as 'medmnist:/path/x.npz').")
+    raise ValueError(
+        f"Unknown dataset {name!r}. Known: {KNOWN} (MedMNIST also as 'medmnist:/path/x.npz')."
+    )
 
 
-def get_source(name: str, split: str, *, data_dir=None, image_shape=None, num_classes=None, **kwargs):
+def get_source(name: str, split: str, *, data_dir=None, image_shape=None, num_classes=None,
+               **kwargs):
     """Returns (source, DatasetInfo) for one split of a data set.
 
     `source` has len() and [i] -> {'image': uint8 (H, W, C), 'label': int}, raw

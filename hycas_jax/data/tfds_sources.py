@@ -140,7 +140,9 @@ def _image_shape(name, features, entry, image_size):
     if image_size is not None:
         return (image_size, image_size, stored[-1]), image_size
     if stored != entry.image_shape:
-        raise ValueError(f"{name}: prepared images have shape {stored}, expected {entry.image_shape}.")
+        raise ValueError(
+            f"{name}: prepared images have shape {stored}, expected {entry.image_shape}."
+        )
     return entry.image_shape, None
 
 
@@ -160,5 +162,7 @@ def source(name, split, data_dir=None, *, config=None, attribute=None, image_siz
         num_train=count("train"), num_test=count(entry.test_split),
         test_split=entry.test_split, label=label,
     )
-    raw = tfds.data_source(full_name, split=info.split_name(split), data_dir=data_dir, download=False)
+    raw = tfds.data_source(
+        full_name, split=info.split_name(split), data_dir=data_dir, download=False
+    )
     return LabelledSource(raw, label_fn, resize), info
