@@ -1,0 +1,282 @@
+"""Randomized smoothing (Cohen et al. 2019) for any stochastic JAX classifier.
+
+A classifier is `logits_fn(params, x, key) -> logits (B, K)`: pure, jittable,
+`x` float32 NHWC raw pixels in [0, 1], `key` a PRNG key (typed or legacy) from
+which it draws all of its internal randomness Omega. The classifier certified
+here is the smoothed majority vote
+
+    g(x) = argmax_c P_{eps, Omega}[argmax f(x + eps; Omega) = c],
+    eps ~ N(0, sigma^2 I) in raw pixel space, noisy inputs NOT clipped.
+
+Keys: Monte Carlo sample j of a call uses `fold_in(key, j)` (j the global
+sample index), split into a noise key and a model key, so results do not depend
+on the chunk size. The B images of one call share each sample's model key (one
+forward pass of the whole batch per sample): samples of one image stay iid, but
+an image's result depends on the batch it was certified with. For results that
+do not depend on the grouping, certify each image with its own key, e.g.
+`fold_in(key, image_index)`.
+
+Counting is exact (int32 on device); the statistics run in float64 on the host.
+"""
+from __future__ import annotations
+
+import functools
+import math
+from typing import Callable, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from scipy import stats
+
+LogitsFn = Callable[..., jax.Array]
+
+# Unit roundoff of float32: bounds the rounding error of the on-device sums.
+_F32_UNIT_ROUNDOFF = 2.0 ** -24
+
+
+class MonteCarloStats(NamedTuple):
+    """What one Monte Carlo pass over a batch of B images returns (host numpy).
+
+    counts: int64 (B, K), how often each class was the argmax of the logits.
+    logit_sum: float64 (B, K), sum over samples of clip(logits, -b, b).
+    logit_sum_error: float, bound on the float32 rounding error of every
+        `logit_sum` entry (inf when the logits were not clipped).
+    num: int, number of samples.
+    """
+
+    counts: np.ndarray
+    logit_sum: np.ndarray
+    logit_sum_error: float
+    num: int
+
+
+class CertifyResult(NamedTuple):
+    """Per-image output of `certify` for B images (host numpy, float64 stats).
+
+    prediction: int64 (B,), the certified class, -1 on abstain.
+    radius: float64 (B,), certified l2 radius of g, 0 on abstain.
+    counts_selection: int64 (B, K), counts of the n0 selection samples.
+    counts: int64 (B, K), counts of the n estimation samples.
+    pA_lower: float64 (B,), one-sided Clopper-Pearson lower bound on pA.
+    """
+
+    prediction: np.ndarray
+    radius: np.ndarray
+    counts_selection: np.ndarray
+    counts: np.ndarray
+    pA_lower: np.ndarray
+
+
+class PredictResult(NamedTuple):
+    """Per-image output of `predict` for B images (host numpy).
+
+    prediction: int64 (B,), the predicted class, -1 on abstain.
+    counts: int64 (B, K), counts of the n samples.
+    pvalue: float64 (B,), two-sided binomial test of the top two counts.
+    """
+
+    prediction: np.ndarray
+    counts: np.ndarray
+    pvalue: np.ndarray
+
+
+# ---------------------------------------------------------------- validation
+
+def validate_images(x) -> jax.Array:
+    """Checks a batch of raw-pixel images; returns it as float32 (B, H, W, C)."""
+    if not hasattr(x, "dtype") or not jnp.issubdtype(x.dtype, jnp.floating):
+        raise ValueError(f"x must be a floating-point array, got {getattr(x, 'dtype', type(x))}")
+    if np.ndim(x) != 4:
+        raise ValueError(f"x must be rank 4 (B, H, W, C), got shape {np.shape(x)}")
+    host = np.asarray(x, np.float32)
+    if np.isnan(host).any():
+        raise ValueError("x contains NaN")
+    if host.size and (host.min() < 0.0 or host.max() > 1.0):
+        raise ValueError(f"x must be raw pixels in [0, 1], got range [{host.min()}, {host.max()}]")
+    return jnp.asarray(x, jnp.float32)
+
+
+def validate_count(value, name: str, minimum: int = 1) -> int:
+    """Checks an integer argument >= minimum (and small enough for int32 counts)."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise ValueError(f"{name} must be an integer, got {value!r}")
+    if not minimum <= value < 2 ** 31:
+        raise ValueError(f"{name} must be in [{minimum}, 2**31), got {value}")
+    return int(value)
+
+
+def validate_alpha(alpha) -> float:
+    """Checks a failure probability in the open interval (0, 1)."""
+    if not 0.0 < float(alpha) < 1.0:
+        raise ValueError(f"alpha must be in (0, 1), got {alpha}")
+    return float(alpha)
+
+
+def validate_sigma(sigma, allow_zero: bool = False) -> float:
+    """Checks the input-noise level: finite and > 0 (>= 0 when allow_zero)."""
+    sigma = float(sigma)
+    if not math.isfinite(sigma) or sigma < 0.0 or (sigma == 0.0 and not allow_zero):
+        raise ValueError(f"sigma must be finite and {'>=' if allow_zero else '>'} 0, got {sigma}")
+    return sigma
+
+
+# ------------------------------------------------------------ Monte Carlo pass
+
+@functools.partial(jax.jit, static_argnames=("logits_fn", "num_classes", "num", "chunk_size"))
+def _monte_carlo(logits_fn, params, x, key, sigma, bound, *, num_classes, num, chunk_size):
+    """One jitted pass: `num` samples in chunks of `chunk_size` lanes.
+
+    jit caches one executable per (logits_fn, shapes, num_classes, num,
+    chunk_size); sigma and bound are traced, so changing them does not
+    recompile. Returns int32 counts (B, K) and float32 clipped-logit sums (B, K).
+    """
+    batch = x.shape[0]
+    lanes = jnp.arange(chunk_size)
+
+    def one_sample(j):
+        noise_key, model_key = jax.random.split(jax.random.fold_in(key, j))
+        noisy = x + sigma * jax.random.normal(noise_key, x.shape, x.dtype)
+        logits = logits_fn(params, noisy, model_key)
+        if logits.shape != (batch, num_classes):  # checked once, at trace time
+            raise ValueError(
+                f"num_classes={num_classes} but logits_fn returned logits of shape "
+                f"{logits.shape} for a batch of {batch}")
+        return logits
+
+    def chunk(c, carry):
+        counts, sums = carry
+        j = c * chunk_size + lanes
+        logits = jax.vmap(one_sample)(j)  # (chunk, B, K)
+        valid = (j < num)[:, None, None]  # masks the tail so exactly `num` samples count
+        votes = jax.nn.one_hot(jnp.argmax(logits, axis=-1), num_classes, dtype=jnp.int32)
+        clipped = jnp.clip(logits.astype(jnp.float32), -bound, bound)
+        return (counts + jnp.sum(jnp.where(valid, votes, 0), axis=0),
+                sums + jnp.sum(jnp.where(valid, clipped, 0.0), axis=0))
+
+    init = (jnp.zeros((batch, num_classes), jnp.int32),
+            jnp.zeros((batch, num_classes), jnp.float32))
+    return jax.lax.fori_loop(0, -(-num // chunk_size), chunk, init)
+
+
+def _sum_error_bound(num: int, chunk_size: int, bound: float) -> float:
+    """Bound on |float32 sum - exact sum| of `num` terms in [-bound, bound].
+
+    Each term passes through at most (chunk_size - 1) additions inside its chunk
+    and num_chunks more in the carry, whatever order XLA reduces in, so the
+    classic bound gamma_k * sum|v| with k = chunk_size + num_chunks holds.
+    """
+    k = chunk_size + -(-num // chunk_size)
+    gamma = k * _F32_UNIT_ROUNDOFF / (1.0 - k * _F32_UNIT_ROUNDOFF)
+    return gamma * num * bound
+
+
+def _sample_stats(logits_fn, params, x, key, *, num_classes, sigma, num, chunk_size,
+                  logit_bound=math.inf) -> MonteCarloStats:
+    """`sample_stats` without input validation (x already float32)."""
+    chunk_size = min(chunk_size, num)
+    bound = float(np.float32(logit_bound))  # the clip really applied on device
+    counts, sums = _monte_carlo(
+        logits_fn, params, x, key, jnp.float32(sigma), jnp.float32(bound),
+        num_classes=num_classes, num=num, chunk_size=chunk_size)
+    return MonteCarloStats(np.asarray(counts, np.int64), np.asarray(sums, np.float64),
+                           _sum_error_bound(num, chunk_size, bound), num)
+
+
+def sample_stats(logits_fn: LogitsFn, params, x, key, *, num_classes: int, sigma: float,
+                 num: int, chunk_size: int, logit_bound: float = math.inf) -> MonteCarloStats:
+    """Monte Carlo class counts and clipped-logit sums for a batch, in one pass.
+
+    x: float (B, H, W, C) raw pixels in [0, 1]. Sample j adds its own noise
+    N(0, sigma^2) (sigma = 0: no input noise) and runs the classifier with its
+    own key, both from `fold_in(key, j)`. `chunk_size` samples are vmapped at a
+    time, all chunks looped inside one jitted call; `num` need not be a
+    multiple of `chunk_size`. `logit_bound` clips the logits to
+    [-b, b] (b rounded to float32) before summing; inf sums raw logits.
+    """
+    validate_count(num_classes, "num_classes", 2)
+    if not float(logit_bound) > 0.0:
+        raise ValueError(f"logit_bound must be > 0, got {logit_bound}")
+    return _sample_stats(
+        logits_fn, params, validate_images(x), key, num_classes=num_classes,
+        sigma=validate_sigma(sigma, allow_zero=True), num=validate_count(num, "num"),
+        chunk_size=validate_count(chunk_size, "chunk_size"), logit_bound=logit_bound)
+
+
+def sample_counts(logits_fn: LogitsFn, params, x, key, *, num_classes: int, sigma: float,
+                  num: int, chunk_size: int) -> np.ndarray:
+    """Monte Carlo class counts, int64 (B, num_classes); see `sample_stats`."""
+    return sample_stats(logits_fn, params, x, key, num_classes=num_classes, sigma=sigma,
+                        num=num, chunk_size=chunk_size).counts
+
+
+# ------------------------------------------------------------------ statistics
+
+def clopper_pearson_lower(k, n: int, alpha: float) -> np.ndarray:
+    """One-sided (1 - alpha) Clopper-Pearson lower bound on a binomial p.
+
+    k: int array of successes out of n trials. Returns float64, same shape;
+    0 where k = 0 (the beta quantile is undefined there).
+    """
+    k = np.asarray(k, np.float64)
+    with np.errstate(invalid="ignore"):
+        lower = stats.beta.ppf(alpha, k, n - k + 1)
+    return np.where(k > 0, lower, 0.0)
+
+
+def binomial_pvalue(top: np.ndarray, runner_up: np.ndarray) -> np.ndarray:
+    """Two-sided binomial test p-values of top ~ Binomial(top + runner_up, 1/2)."""
+    return np.array([stats.binomtest(int(a), int(a + b), 0.5).pvalue
+                     for a, b in zip(np.ravel(top), np.ravel(runner_up))], np.float64)
+
+
+# -------------------------------------------------------------- CERTIFY/PREDICT
+
+def _validate_run(x, num_classes, sigma, alpha, batch_size):
+    validate_count(num_classes, "num_classes", 2)
+    validate_count(batch_size, "batch_size")
+    return validate_images(x), validate_sigma(sigma), validate_alpha(alpha)
+
+
+def certify(logits_fn: LogitsFn, params, x, key, *, num_classes: int, sigma: float,
+            n0: int = 100, n: int = 100_000, alpha: float = 1e-3,
+            batch_size: int) -> CertifyResult:
+    """Cohen et al.'s CERTIFY for each image of x (B, H, W, C) in raw pixels.
+
+    n0 selection samples pick cA; n fresh samples (an independent key) count
+    it; pA_lower is the one-sided Clopper-Pearson bound at level alpha; abstain
+    if pA_lower < 1/2, else radius sigma * Phi^-1(pA_lower) in float64. With
+    probability >= 1 - alpha per image, g predicts cA within that l2 radius.
+    `batch_size` is the number of Monte Carlo samples per vmapped chunk.
+    """
+    x, sigma, alpha = _validate_run(x, num_classes, sigma, alpha, batch_size)
+    n0, n = validate_count(n0, "n0"), validate_count(n, "n")
+    selection_key, estimation_key = jax.random.split(key)
+    run = functools.partial(_sample_stats, logits_fn, params, x, num_classes=num_classes,
+                            sigma=sigma, chunk_size=batch_size)
+    counts_selection = run(selection_key, num=n0).counts
+    counts = run(estimation_key, num=n).counts
+    top = counts_selection.argmax(axis=1)
+    p_lower = clopper_pearson_lower(counts[np.arange(len(top)), top], n, alpha)
+    certified = p_lower >= 0.5
+    with np.errstate(divide="ignore"):
+        radius = np.where(certified, sigma * stats.norm.ppf(p_lower), 0.0)
+    return CertifyResult(np.where(certified, top, -1), radius, counts_selection, counts,
+                         p_lower)
+
+
+def predict(logits_fn: LogitsFn, params, x, key, *, num_classes: int, sigma: float,
+            n: int = 100_000, alpha: float = 1e-3, batch_size: int) -> PredictResult:
+    """Cohen et al.'s PREDICT for each image of x (B, H, W, C) in raw pixels.
+
+    n samples; the top two counts nA, nB; abstain (-1) when the two-sided
+    binomial test of nA ~ Binomial(nA + nB, 1/2) has p-value > alpha. A
+    non-abstaining answer differs from g(x) with probability <= alpha.
+    """
+    x, sigma, alpha = _validate_run(x, num_classes, sigma, alpha, batch_size)
+    counts = _sample_stats(logits_fn, params, x, key, num_classes=num_classes, sigma=sigma,
+                           num=validate_count(n, "n"), chunk_size=batch_size).counts
+    order = np.argsort(-counts, axis=1, kind="stable")
+    rows = np.arange(len(counts))
+    pvalue = binomial_pvalue(counts[rows, order[:, 0]], counts[rows, order[:, 1]])
+    return PredictResult(np.where(pvalue > alpha, -1, order[:, 0]), counts, pvalue)
