@@ -149,9 +149,10 @@ def apgd(logits_fn, params, x, y, key, *, norm="linf", eps, n_iter=100, loss="ce
       rho: oscillation threshold of checkpoint condition 1.
 
     Returns:
-      AttackResult: x_adv (B, H, W, C) inside the eps-ball and [0, 1];
-      success (B,) bool, judged by the single forward pass drawn at each
-      iterate (final scoring is done separately, see ``scoring``); loss (B,).
+      AttackResult (see ``result.AttackResult``), every image inside the
+      eps-ball and [0, 1]. ``success`` is judged by the single forward pass
+      drawn at each iterate, so on a stochastic classifier it is optimistic
+      (any of n_iter + 1 draws); score ``x_best`` there, with ``scoring``.
     """
     loss = _resolve_loss(loss, targeted)
     n_classes = validation.check_attack_inputs(logits_fn, params, x, y, key,

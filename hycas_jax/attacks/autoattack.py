@@ -8,7 +8,9 @@ Versions:
     l_inf, the black-box Square Attack, for deterministic classifiers.
 
 A point counts as broken when one fresh stochastic forward pass on the
-attack's output misclassifies it (AutoAttack's own rule). Final scoring,
+attack's output misclassifies it (AutoAttack's own rule). In 'rand' that
+output is each run's highest-EOT-loss point, not the first iterate one lucky
+draw misclassified: the latter is a much weaker attack on a stochastic model. Final scoring,
 with its Monte Carlo uncertainty, is separate: see ``scoring``.
 """
 
@@ -92,8 +94,9 @@ def autoattack(logits_fn, params, x, y, key, *, norm="linf", eps, version="rand"
         if ran is None:
             break
         idx, out = ran
-        still = np.asarray(_correct(params, out.x_adv, y[idx], check_key, logits_fn=logits_fn))
-        x_adv = x_adv.at[idx].set(out.x_adv)
+        candidate = out.x_best if version == "rand" else out.x_adv
+        still = np.asarray(_correct(params, candidate, y[idx], check_key, logits_fn=logits_fn))
+        x_adv = x_adv.at[idx].set(candidate)
         broken_by[idx[~still]] = index
         robust[idx[~still]] = False
     return AutoAttackResult(x_adv=x_adv, broken_by=broken_by,

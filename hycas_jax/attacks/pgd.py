@@ -47,7 +47,8 @@ def pgd(logits_fn, params, x, y, key, *, norm="linf", eps, step_size, n_iter, lo
 
     Returns:
       AttackResult (see ``result.AttackResult``); success is judged by the
-      single forward pass drawn at each iterate.
+      single forward pass drawn at each iterate (optimistic on a stochastic
+      classifier: score ``x_best`` there).
     """
     if loss not in ("ce", "dlr"):
         raise ValueError(f"unknown loss {loss!r} for pgd; expected 'ce' or 'dlr'")

@@ -14,12 +14,19 @@ from hycas_jax.attacks import threat
 
 
 class AttackResult(NamedTuple):
-    """``x_adv`` (B, H, W, C): the first point that fooled the attack's own
-    forward pass where ``success`` (B,) bool, else the highest-loss point;
-    ``loss`` (B,): the best loss reached (-inf where the point was not attacked).
+    """What an attack returns; images (B, H, W, C), the rest (B,).
+
+    ``x_adv``: the first iterate that fooled the attack's own forward pass
+    where ``success``, else ``x_best``. ``x_best``: the iterate with the
+    highest (EOT-averaged) loss. Against a stochastic classifier, a single
+    fooling draw is weak evidence and ``x_best`` is the stronger attack point
+    to score; against a deterministic one, ``x_adv`` is a certain adversarial
+    example where ``success``. ``loss``: the best loss reached (-inf where the
+    point was not attacked).
     """
     x_adv: jax.Array
     success: jax.Array
+    x_best: jax.Array
     loss: jax.Array
 
 
@@ -55,13 +62,14 @@ def update(progress, x_new, loss_new, fooled):
 def finish(progress):
     """The AttackResult of a finished run."""
     x_adv = jnp.where(threat.per_example(progress.success), progress.x_adv, progress.x_best)
-    return AttackResult(x_adv=x_adv, success=progress.success, loss=progress.loss_best)
+    return AttackResult(x_adv=x_adv, success=progress.success, x_best=progress.x_best,
+                        loss=progress.loss_best)
 
 
 def unattacked(x):
     """The result before any attack: the clean points, nothing broken."""
     batch = x.shape[0]
-    return AttackResult(x_adv=x, success=jnp.zeros((batch,), bool),
+    return AttackResult(x_adv=x, success=jnp.zeros((batch,), bool), x_best=x,
                         loss=jnp.full((batch,), -jnp.inf, jnp.float32))
 
 
@@ -87,10 +95,15 @@ def run_on(attack, mask, key, *arrays):
 
 
 def merge(result, idx, new):
-    """Folds a run on rows ``idx`` into ``result``: a success always wins,
-    otherwise the higher loss does."""
+    """Folds a run on rows ``idx`` into ``result``: for ``x_adv`` a success
+    wins, then the higher loss; for ``x_best`` the higher loss wins."""
     old = AttackResult(*(field[idx] for field in result))
-    take = (new.success & ~old.success) | (~old.success & (new.loss > old.loss))
-    pick = lambda a, b, t: jnp.where(t.reshape((-1,) + (1,) * (a.ndim - 1)), a, b)
-    return AttackResult(*(whole.at[idx].set(pick(n, o, take))
-                          for whole, n, o in zip(result, new, old)))
+    higher = new.loss > old.loss
+    take_adv = (new.success & ~old.success) | (~old.success & higher)
+    rows = lambda mask: mask.reshape((-1,) + (1,) * (old.x_adv.ndim - 1))
+    merged = AttackResult(
+        x_adv=jnp.where(rows(take_adv), new.x_adv, old.x_adv),
+        success=old.success | new.success,
+        x_best=jnp.where(rows(higher), new.x_best, old.x_best),
+        loss=jnp.maximum(old.loss, new.loss))
+    return AttackResult(*(whole.at[idx].set(part) for whole, part in zip(result, merged)))
