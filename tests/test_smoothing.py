@@ -200,3 +200,18 @@ def test_predict_and_sample_counts_reject_bad_arguments():
     with pytest.raises(ValueError, match="chunk_size"):
         smoothing.sample_counts(linear_logits, params, x, jax.random.key(0), num_classes=2,
                                 sigma=SIGMA, num=10, chunk_size=0)
+
+
+def test_clipped_logit_sums_stay_within_their_rounding_bound():
+    def constant_logits(params, x, key):
+        del params, key  # 0.1 and 1/3 are not float32-representable: every add rounds
+        return jnp.broadcast_to(jnp.array([0.1, 1 / 3, 5.0]), (x.shape[0], 3))
+
+    num, bound = 100_000, 0.4
+    result = smoothing.sample_stats(constant_logits, {}, jnp.full((1,) + SHAPE, 0.5),
+                                    jax.random.key(10), num_classes=3, sigma=0.0, num=num,
+                                    chunk_size=997, logit_bound=bound)
+    exact = num * np.array([np.float32(0.1), np.float32(1 / 3), np.float32(bound)], np.float64)
+    assert np.all(np.abs(result.logit_sum[0] - exact) <= result.logit_sum_error)
+    assert result.logit_sum_error < 1e-3 * num * bound  # and the bound is not vacuous
+    np.testing.assert_array_equal(result.counts, [[0, 0, num]])

@@ -1,0 +1,196 @@
+"""Lipschitz margin certificate of the expected-logit classifier, and hybrid reports.
+
+`margin_certify` certifies, with no input noise, the classifier
+
+    argmax_c Z_b(x)_c,   Z_b(x) = E_Omega[clip(f(x; Omega), -b, b)],
+
+b = `logit_bound` (rounded to float32). When the model's logits provably lie
+in [-b, b] the clip does nothing and Z_b = E_Omega[f]; otherwise the number
+certifies the clipped classifier, NOT E_Omega[f]. The clip is coordinatewise
+1-Lipschitz, so if every f(.; Omega) is L-Lipschitz in l2 so is Z_b, and each
+pairwise margin Z_A - Z_c is sqrt(2) L-Lipschitz: a margin Delta certifies
+radius Delta / (sqrt(2) L). Z_b is only estimated, so Delta is a (1 - alpha)
+Hoeffding lower confidence bound (clipped logits make the differences
+bounded), union-bounded over the K - 1 runner-up classes.
+
+Hybrid numbers (SPEC 4.3): `combine_same_classifier` merges certificates of
+one classifier; `hybrid_report` lists certificates of several classifiers,
+each row naming its classifier, with the failure probabilities added.
+"""
+from __future__ import annotations
+
+import functools
+import math
+from typing import NamedTuple, Sequence
+
+import jax
+import numpy as np
+
+from hycas_jax import smoothing
+from hycas_jax.certify_report import DEFAULT_RADII, markdown_table
+
+
+class MarginResult(NamedTuple):
+    """Per-image output of `margin_certify` for B images (host numpy, float64).
+
+    prediction: int64 (B,), certified argmax of Z_b, -1 on abstain.
+    radius: float64 (B,), margin_lower / (sqrt(2) L), 0 on abstain.
+    paper_radius: float64 (B,), "paper Delta/4" = margin_lower / 4 (0 on
+        abstain); all NaN unless L <= 2 (see `paper_note`).
+    margin_lower: float64 (B,), lower confidence bound on Z_A - max_{c!=A} Z_c.
+    logit_mean: float64 (B, K), Monte Carlo mean of the clipped logits.
+    classifier: str, the classifier the numbers certify.
+    paper_note: str, why the paper form is or is not reported.
+    alpha: float, per-image failure probability.
+    """
+
+    prediction: np.ndarray
+    radius: np.ndarray
+    paper_radius: np.ndarray
+    margin_lower: np.ndarray
+    logit_mean: np.ndarray
+    classifier: str
+    paper_note: str
+    alpha: float
+
+
+class Certificate(NamedTuple):
+    """One certificate of one named classifier, for B images.
+
+    classifier: the classifier whose robustness the numbers state.
+    method: how it was certified (e.g. "randomized smoothing").
+    prediction: int64 (B,), -1 on abstain. radius: float64 (B,).
+    alpha: per-image probability that the certificate is wrong.
+    """
+
+    classifier: str
+    method: str
+    prediction: np.ndarray
+    radius: np.ndarray
+    alpha: float
+
+
+def hoeffding_deviation(num: int, value_range: float, delta: float) -> float:
+    """t with P[sample mean - mean >= t] <= delta (Hoeffding).
+
+    For `num` iid values in an interval of length `value_range`.
+    """
+    return value_range * math.sqrt(math.log(1.0 / delta) / (2.0 * num))
+
+
+def _validate_positive(value, name: str) -> float:
+    value = float(value)
+    if not (math.isfinite(value) and value > 0.0):
+        raise ValueError(f"{name} must be finite and > 0, got {value}")
+    return value
+
+
+def _margin_lower(mean: np.ndarray, top: np.ndarray, slack: float) -> np.ndarray:
+    """min over c != top of mean[top] - mean[c], minus slack; float64 (B,)."""
+    rows = np.arange(len(top))
+    gaps = mean[rows, top][:, None] - mean
+    gaps[rows, top] = np.inf
+    return gaps.min(axis=1) - slack
+
+
+def _paper_form(margin_lower, certified, lipschitz) -> tuple[np.ndarray, str]:
+    if lipschitz <= 2.0:
+        return (np.where(certified, margin_lower / 4.0, 0.0),
+                f"paper Delta/4: valid since L = {lipschitz!r} <= 2 (Delta/4 <= Delta/(2L))")
+    return (np.full(margin_lower.shape, np.nan),
+            f"paper Delta/4 not reported: L = {lipschitz!r} > 2, so the paper's "
+            "Delta/(2L) = Delta/4 step does not hold")
+
+
+def margin_certify(logits_fn: smoothing.LogitsFn, params, x, key, *, num_classes: int,
+                   lipschitz: float, logit_bound: float, n0: int = 100,
+                   num_samples: int = 100_000, alpha: float = 1e-3,
+                   batch_size: int) -> MarginResult:
+    """Lipschitz margin certificate of argmax Z_b (module docstring) for x (B, H, W, C).
+
+    lipschitz: the model's guaranteed l2 Lipschitz bound w.r.t. raw pixels, for
+    every draw of Omega. n0 samples (an independent key) pick the class A;
+    `num_samples` fresh samples estimate Z_b. With probability >= 1 - alpha per
+    image, A is Z_b's argmax everywhere within `radius`.
+    """
+    num_classes = smoothing.validate_count(num_classes, "num_classes", 2)
+    lipschitz = _validate_positive(lipschitz, "lipschitz")
+    bound = float(np.float32(_validate_positive(logit_bound, "logit_bound")))
+    alpha = smoothing.validate_alpha(alpha)
+    num_samples = smoothing.validate_count(num_samples, "num_samples")
+    run = functools.partial(
+        smoothing.sample_stats, logits_fn, params, x, num_classes=num_classes, sigma=0.0,
+        chunk_size=smoothing.validate_count(batch_size, "batch_size"), logit_bound=bound)
+    selection_key, estimation_key = jax.random.split(key)
+    top = run(selection_key, num=smoothing.validate_count(n0, "n0")).logit_sum.argmax(axis=1)
+    estimate = run(estimation_key, num=num_samples)
+    # Differences of clipped logits lie in [-2b, 2b]; K - 1 one-sided bounds at alpha/(K-1);
+    # plus the float32 rounding of both sums.
+    slack = (hoeffding_deviation(num_samples, 4.0 * bound, alpha / (num_classes - 1))
+             + 2.0 * estimate.logit_sum_error / num_samples)
+    mean = estimate.logit_sum / num_samples
+    margin_lower = _margin_lower(mean, top, slack)
+    certified = margin_lower > 0.0
+    paper_radius, paper_note = _paper_form(margin_lower, certified, lipschitz)
+    return MarginResult(
+        prediction=np.where(certified, top, -1),
+        radius=np.where(certified, margin_lower / (math.sqrt(2.0) * lipschitz), 0.0),
+        paper_radius=paper_radius, margin_lower=margin_lower, logit_mean=mean,
+        classifier=f"argmax E_Omega[clip(f(x; Omega), -{bound!r}, {bound!r})], no input noise",
+        paper_note=paper_note, alpha=alpha)
+
+
+def smoothing_certificate(result: smoothing.CertifyResult, *, sigma: float,
+                          alpha: float) -> Certificate:
+    """Names the classifier a `smoothing.certify` result certifies."""
+    return Certificate(f"smoothed majority vote g, sigma = {sigma!r}", "randomized smoothing",
+                       result.prediction, result.radius, alpha)
+
+
+def margin_certificate(result: MarginResult) -> Certificate:
+    """The sqrt(2) L margin certificate of a `margin_certify` result."""
+    return Certificate(result.classifier, "Lipschitz margin", result.prediction,
+                       result.radius, result.alpha)
+
+
+def combine_same_classifier(certificates: Sequence[Certificate]) -> Certificate:
+    """Per image, the largest radius among certificates of ONE classifier.
+
+    All must name the same classifier (else ValueError). They hold together
+    with probability >= 1 - sum(alpha). Non-abstaining certificates that
+    disagree on the class cannot all hold, so that image abstains.
+    """
+    names = {c.classifier for c in certificates}
+    if len(names) != 1:
+        raise ValueError(f"certificates name different classifiers {sorted(names)}; "
+                         "use hybrid_report to list them side by side")
+    predictions = np.stack([c.prediction for c in certificates])
+    valid = predictions >= 0
+    # Abstainers take the class of some non-abstainer, so they never cause a disagreement.
+    claimed = np.where(valid, predictions, predictions.max(axis=0))
+    ok = valid.any(axis=0) & (claimed == claimed[0]).all(axis=0)
+    radius = np.where(valid, np.stack([c.radius for c in certificates]), 0.0).max(axis=0)
+    return Certificate(names.pop(), " + ".join(c.method for c in certificates),
+                       np.where(ok, claimed[0], -1), np.where(ok, radius, 0.0),
+                       sum(c.alpha for c in certificates))
+
+
+def hybrid_report(certificates: Sequence[Certificate], labels, *,
+                  radii: Sequence[float] = DEFAULT_RADII, alpha_budget: float | None = None) -> str:
+    """Markdown table of certified accuracy, one row per certificate, naming its classifier.
+
+    The failure probabilities add; with `alpha_budget` (e.g. 1e-3 split as
+    5e-4 + 5e-4) a total above the budget is a ValueError.
+    """
+    total = sum(c.alpha for c in certificates)
+    if alpha_budget is not None and total > alpha_budget * (1.0 + 1e-12):
+        raise ValueError(f"alpha_budget {alpha_budget} is exceeded: the certificates' "
+                         f"alphas add up to {total}; split it among them")
+    table = markdown_table({f"{c.method} of [{c.classifier}], alpha = {c.alpha:g}":
+                            (c.prediction, labels, c.radius) for c in certificates}, radii)
+    note = f"All rows hold together with probability >= 1 - {total:g} per image."
+    distinct = len({c.classifier for c in certificates})
+    if distinct > 1:
+        note += (f" The rows certify {distinct} different classifiers; each number is a "
+                 "certificate of the classifier its row names only.")
+    return f"{table}\n\n{note}"

@@ -1,0 +1,159 @@
+"""Tests for hycas_jax.certificates: the Lipschitz margin certificate and hybrid reports."""
+import math
+import os
+
+os.environ.setdefault("JAX_PLATFORMS", "cpu")
+
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+from scipy import stats  # noqa: E402
+
+from hycas_jax import certificates, smoothing  # noqa: E402
+
+SHAPE = (4, 4, 1)
+NUM_CLASSES = 3
+BOUND = 1.0
+NOISE = 0.3  # half-width of the toy's zero-mean uniform logit noise
+NUM_SAMPLES = 20_000
+
+
+def orthogonal_logits(params, x, key):
+    """Logits W (x - x0) + uniform noise; W = L * (orthonormal rows), so exactly L-Lipschitz.
+
+    Rows are orthogonal with norm L, so ||w_A - w_c|| = sqrt(2) L: the sqrt(2) L
+    margin certificate is tight and the true distance to Z's boundary is
+    min_c (Z_A - Z_c) / (sqrt(2) L).
+    """
+    flat = x.reshape(x.shape[0], -1) - 0.5
+    noise = jax.random.uniform(key, (x.shape[0], NUM_CLASSES), minval=-NOISE, maxval=NOISE)
+    return flat @ params["w"].T + noise
+
+
+def make_problem(lipschitz, offsets):
+    """Weights with Lipschitz constant exactly L and images at given logit offsets."""
+    q, _ = np.linalg.qr(np.random.default_rng(0).normal(size=(int(np.prod(SHAPE)), NUM_CLASSES)))
+    w = lipschitz * q.T  # (K, D), orthonormal rows times L
+    # x - x0 = W^T z / L^2 gives the noiseless logits W (x - x0) = z.
+    x = 0.5 + (np.asarray(offsets) @ w / lipschitz ** 2).reshape((len(offsets),) + SHAPE)
+    z = (x.reshape(len(x), -1) - 0.5) @ w.T
+    return {"w": jnp.asarray(w, jnp.float32)}, jnp.asarray(x, jnp.float32), z
+
+
+def true_distance(z, lipschitz):
+    """l2 distance to the argmax boundary of the exact linear Z (float64 (B,))."""
+    top = np.sort(z, axis=1)
+    return (top[:, -1] - top[:, -2]) / (math.sqrt(2) * lipschitz)
+
+
+@pytest.mark.parametrize("lipschitz", [1.5, 3.0])
+def test_margin_radius_is_sound_and_tight(lipschitz):
+    offsets = np.array([[0.5, 0.0, -0.2], [0.0, 0.35, 0.1], [0.1, -0.3, 0.6], [0.0, 0.0, 0.0]])
+    params, x, z = make_problem(lipschitz, offsets)
+    alpha = 1e-3
+    result = certificates.margin_certify(
+        orthogonal_logits, params, x, jax.random.key(0), num_classes=NUM_CLASSES,
+        lipschitz=lipschitz, logit_bound=BOUND, num_samples=NUM_SAMPLES, alpha=alpha,
+        batch_size=5000)
+    distance = true_distance(z, lipschitz)
+    margin = distance * math.sqrt(2) * lipschitz
+    np.testing.assert_array_equal(result.prediction, [0, 1, 2, -1])
+    assert np.all(result.radius <= distance)
+    assert np.all(result.margin_lower <= margin)
+    # Only the Hoeffding term (8b sqrt(log((K-1)/alpha) / 2n) ~ 0.11) separates them.
+    hoeffding = certificates.hoeffding_deviation(NUM_SAMPLES, 4 * BOUND, alpha / 2)
+    assert np.all(result.margin_lower[:3] >= margin[:3] - 1.5 * hoeffding)
+    assert result.radius[3] == 0.0
+    if lipschitz <= 2:
+        np.testing.assert_array_equal(result.paper_radius, result.margin_lower.clip(0) / 4)
+        assert "valid" in result.paper_note
+    else:
+        assert np.all(np.isnan(result.paper_radius)) and "not reported" in result.paper_note
+
+
+def test_margin_certifies_the_clipped_classifier():
+    def spiky_logits(params, x, key):
+        # Class 0 gets +5 w.p. 0.6 and -5 w.p. 0.4: raw mean 1, clipped-at-1 mean 0.2.
+        del params
+        spike = jnp.where(jax.random.uniform(key) < 0.6, 5.0, -5.0)
+        return jnp.zeros((x.shape[0], 2)).at[:, 0].set(spike)
+
+    result = certificates.margin_certify(
+        spiky_logits, {}, jnp.full((1,) + SHAPE, 0.5), jax.random.key(1), num_classes=2,
+        lipschitz=1.0, logit_bound=BOUND, num_samples=NUM_SAMPLES, alpha=1e-3, batch_size=5000)
+    assert result.logit_mean[0, 0] == pytest.approx(0.2, abs=0.03)
+    assert result.margin_lower[0] <= 0.2 and result.prediction[0] == 0
+    assert "clip" in result.classifier and "1.0" in result.classifier
+
+
+@pytest.mark.parametrize("delta", [0.05, 0.2])
+def test_hoeffding_overconfidence_rate_at_most_delta(delta):
+    # Two-point variables on {-b, b}: the worst case for Hoeffding's range term.
+    n, trials, p = 40, 20_000, 0.3
+    hits = np.random.default_rng(2).binomial(n, p, size=trials)
+    means = BOUND * (2 * hits / n - 1)
+    true_mean = BOUND * (2 * p - 1)
+    t = certificates.hoeffding_deviation(n, 2 * BOUND, delta)
+    failures = int(np.sum(means - t > true_mean))
+    assert stats.binomtest(failures, trials, delta, alternative="greater").pvalue > 1e-3
+
+
+GOOD = dict(num_classes=NUM_CLASSES, lipschitz=1.0, logit_bound=BOUND, n0=4,
+            num_samples=8, alpha=1e-3, batch_size=4)
+
+
+@pytest.mark.parametrize("override, name", [
+    (dict(lipschitz=0.0), "lipschitz"), (dict(lipschitz=-1.0), "lipschitz"),
+    (dict(lipschitz=np.inf), "lipschitz"), (dict(lipschitz=np.nan), "lipschitz"),
+    (dict(logit_bound=0.0), "logit_bound"), (dict(logit_bound=np.inf), "logit_bound"),
+    (dict(alpha=0.0), "alpha"), (dict(alpha=1.0), "alpha"), (dict(n0=0), "n0"),
+    (dict(num_samples=0), "num_samples"), (dict(batch_size=0), "batch_size"),
+    (dict(num_classes=1), "num_classes"), (dict(num_classes=4), "num_classes"),
+])
+def test_margin_certify_rejects_bad_arguments(override, name):
+    params, x, _ = make_problem(1.0, np.array([[0.3, 0.0, 0.0]]))
+    with pytest.raises(ValueError, match=rf"\b{name}\b"):
+        certificates.margin_certify(orthogonal_logits, params, x, jax.random.key(0),
+                                    **{**GOOD, **override})
+
+
+def test_margin_certify_rejects_bad_images():
+    params, _, _ = make_problem(1.0, np.array([[0.3, 0.0, 0.0]]))
+    with pytest.raises(ValueError, match=r"\bx\b"):
+        certificates.margin_certify(orthogonal_logits, params, jnp.full((1,) + SHAPE, 2.0),
+                                    jax.random.key(0), **GOOD)
+
+
+def cert(classifier, prediction, radius, alpha=5e-4, method="m"):
+    return certificates.Certificate(classifier, method, np.array(prediction),
+                                    np.array(radius, np.float64), alpha)
+
+
+def test_combine_same_classifier_takes_max_and_adds_alpha():
+    a = cert("g", [1, 2, -1, 0, -1], [0.5, 0.1, 0.0, 0.3, 0.0], method="rs")
+    b = cert("g", [1, 2, 3, 1, -1], [0.2, 0.4, 0.7, 0.9, 0.0], method="margin")
+    combined = certificates.combine_same_classifier([a, b])
+    np.testing.assert_array_equal(combined.prediction, [1, 2, 3, -1, -1])  # 0 vs 1 conflict
+    np.testing.assert_array_equal(combined.radius, [0.5, 0.4, 0.7, 0.0, 0.0])
+    assert combined.alpha == pytest.approx(1e-3) and combined.method == "rs + margin"
+    with pytest.raises(ValueError, match="different classifiers"):
+        certificates.combine_same_classifier([a, cert("Z", [1] * 5, [1.0] * 5)])
+
+
+def test_hybrid_report_names_classifiers_and_splits_alpha():
+    labels = np.array([1, 1])
+    rows = [cert("smoothed g", [1, 1], [0.5, 0.0], method="randomized smoothing"),
+            cert("expected logits Z", [1, -1], [0.3, 0.0], method="Lipschitz margin")]
+    text = certificates.hybrid_report(rows, labels, radii=(0.0, 0.25), alpha_budget=1e-3)
+    assert "randomized smoothing of [smoothed g], alpha = 0.0005 | 100.0 | 50.0 |" in text
+    assert "Lipschitz margin of [expected logits Z]" in text
+    assert "1 - 0.001" in text and "2 different classifiers" in text
+    with pytest.raises(ValueError, match="alpha_budget"):
+        certificates.hybrid_report(rows, labels, alpha_budget=5e-4)
+
+
+def test_smoothing_and_margin_certificates_name_their_classifier():
+    result = smoothing.CertifyResult(np.array([1]), np.array([0.4]), None, None, None)
+    rs = certificates.smoothing_certificate(result, sigma=0.25, alpha=1e-3)
+    assert "sigma = 0.25" in rs.classifier and rs.method == "randomized smoothing"
