@@ -64,6 +64,10 @@ def test_margin_radius_is_sound_and_tight(lipschitz):
     # Only the Hoeffding term (8b sqrt(log((K-1)/alpha) / 2n) ~ 0.11) separates them.
     hoeffding = certificates.hoeffding_deviation(NUM_SAMPLES, 4 * BOUND, alpha / 2)
     assert np.all(result.margin_lower[:3] >= margin[:3] - 1.5 * hoeffding)
+    # Exactly that term (clipped-logit differences span 4b) plus float32 rounding (< 1e-3).
+    mean = np.sort(result.logit_mean[:3], axis=1)
+    np.testing.assert_allclose(result.margin_lower[:3], mean[:, -1] - mean[:, -2] - hoeffding,
+                               atol=1e-3)
     assert result.radius[3] == 0.0
     if lipschitz <= 2:
         np.testing.assert_array_equal(result.paper_radius, result.margin_lower.clip(0) / 4)
