@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import functools
 import math
+import operator
 from typing import Callable, NamedTuple
 
 import jax
@@ -99,8 +100,12 @@ def validate_images(x) -> jax.Array:
 
 def validate_count(value, name: str, minimum: int = 1) -> int:
     """Checks an integer argument >= minimum (and small enough for int32 counts)."""
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-        raise ValueError(f"{name} must be an integer, got {value!r}")
+    try:
+        if isinstance(value, (bool, np.bool_)):
+            raise TypeError
+        value = operator.index(value)  # ints, numpy and concrete JAX integer scalars
+    except TypeError:
+        raise ValueError(f"{name} must be an integer, got {value!r}") from None
     if not minimum <= value < 2 ** 31:
         raise ValueError(f"{name} must be in [{minimum}, 2**31), got {value}")
     return int(value)
