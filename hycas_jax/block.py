@@ -1,0 +1,68 @@
+"""The HyCAS block: the drop-in replacement for one convolution.
+
+Streams (each ending in RANI) -> per-channel convex gate -> post-fusion RANI.
+RANI placement (`rani`):
+
+* ``"per_block"``: the paper's `I + diag(M)` in every stream and after the
+  gate. Honest bound of one block: gate(2 * L_streams) * 2.
+* ``"budgeted"``: the non-expansive form `(I + diag(M)) / 2` everywhere inside
+  blocks; the network adds one `I + diag(M)` at its end, so a stack of blocks
+  is truly <= 2-Lipschitz overall (times normalization and head).
+* ``"off"``: no RANI (deterministic Lipschitz baseline).
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import jax
+from flax import nnx
+
+from hycas_jax.gate import ConvexGate
+from hycas_jax.rani import RANI
+from hycas_jax.streams import STREAMS, FDPAN
+
+RANI_PLACEMENTS = {"per_block": "residual", "budgeted": "averaged", "off": None}
+
+
+def check_streams(streams: Sequence[str]) -> None:
+    if not streams:
+        raise ValueError("a HyCAS block needs at least one stream")
+    unknown = [s for s in streams if s not in STREAMS]
+    if unknown:
+        raise ValueError(f"unknown stream(s) {unknown}; known: {sorted(STREAMS)}")
+
+
+def check_rani(rani: str) -> None:
+    if rani not in RANI_PLACEMENTS:
+        raise ValueError(f"unknown RANI placement {rani!r}; known: {sorted(RANI_PLACEMENTS)}")
+
+
+class HyCASBlock(nnx.Module):
+    """(B, H, W, c_in) -> (B, H/stride, W/stride, c_out); call as block(x, key)."""
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int = 3, *,
+                 input_hw: Sequence[int], stride: int = 1,
+                 streams: Sequence[str] = ("sncan", "fdpan", "rpfan"),
+                 rani: str = "per_block", dct_keep: float = 0.5, rngs: nnx.Rngs):
+        check_streams(streams)
+        check_rani(rani)
+        form = RANI_PLACEMENTS[rani]
+        self.stream_names = tuple(streams)
+        built = []
+        for name in streams:
+            kwargs = dict(input_hw=input_hw, stride=stride, rani=form, rngs=rngs)
+            if STREAMS[name] is FDPAN:
+                kwargs["dct_keep"] = dct_keep
+            built.append(STREAMS[name](in_channels, out_channels, kernel_size, **kwargs))
+        self.streams = nnx.List(built)
+        self.gate = ConvexGate(len(built), out_channels, rngs=rngs)
+        self.post_rani = RANI(out_channels, form, rngs=rngs) if form else None
+
+    def __call__(self, x: jax.Array, key: jax.Array) -> jax.Array:
+        keys = jax.random.split(key, len(self.streams) + 1)
+        fused = self.gate([s(x, k) for s, k in zip(self.streams, keys[:-1])])
+        return fused if self.post_rani is None else self.post_rani(fused, keys[-1])
+
+    def lipschitz_bound(self) -> float:
+        bound = self.gate.lipschitz_bound([s.lipschitz_bound() for s in self.streams])
+        return bound * (1.0 if self.post_rani is None else self.post_rani.lipschitz_bound())

@@ -1,0 +1,81 @@
+"""The classifier shell shared by all backbones.
+
+normalize -> backbone features -> [final RANI, budgeted placement only] ->
+global pooling -> head. The public entry point checks its input once; inner
+layers do not re-check.
+"""
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from hycas_jax import heads
+from hycas_jax.activations import get_activation
+from hycas_jax.rani import RANI
+
+
+class Classifier(nnx.Module):
+    """Subclasses set `self.units` (called in order by `features`) and
+    implement `features(x, key)` and `features_bound()`."""
+
+    def _init_shell(self, cfg, channels: int, final_hw, rngs: nnx.Rngs):
+        self.image_shape = tuple(int(s) for s in cfg.image_shape)
+        self.num_classes = int(cfg.num_classes)
+        self.kind = cfg.kind
+        self.activation_name = "relu" if cfg.kind == "plain" else cfg.activation
+        self.final_hw = tuple(final_hw)
+        self.normalize = heads.Normalize(cfg.mean, cfg.std)
+        budgeted = cfg.kind == "hycas" and cfg.rani == "budgeted"
+        self.final_rani = RANI(channels, "residual", rngs=rngs) if budgeted else None
+        if cfg.kind == "plain":
+            self.head = heads.Linear(channels, self.num_classes, rngs=rngs)
+        else:
+            self.head = heads.LipschitzLinear(channels, self.num_classes, rngs=rngs)
+
+    @property
+    def stochastic(self) -> bool:
+        return self.kind == "hycas"
+
+    def activation(self, x):
+        return get_activation(self.activation_name)(x)
+
+    def check_input(self, x) -> None:
+        """Clear errors for the mistakes a caller can make at the entry point."""
+        if getattr(x, "ndim", None) != 4:
+            raise ValueError(f"x must be NHWC (B, H, W, C), got shape {getattr(x, 'shape', None)}")
+        if tuple(x.shape[1:]) != self.image_shape:
+            raise ValueError(f"x has image shape {tuple(x.shape[1:])}, the model was built for "
+                             f"{self.image_shape} (H, W, C); its Lipschitz bound is for that size")
+        if not jnp.issubdtype(x.dtype, jnp.floating):
+            raise ValueError(f"x must be a float array of raw pixels in [0, 1], got dtype {x.dtype}")
+        if not isinstance(x, jax.core.Tracer) and bool(jnp.isnan(x).any()):
+            raise ValueError("x contains NaN")
+
+    def __call__(self, x: jax.Array, key: jax.Array | None = None) -> jax.Array:
+        """x: float (B, H, W, C) raw pixels in [0, 1]; key: PRNG key. -> logits (B, classes)."""
+        self.check_input(x)
+        if key is None:
+            if self.stochastic:
+                raise ValueError("this model is stochastic (RANI / random projections): pass a PRNG key")
+            key = jax.random.key(0)  # unused by deterministic units
+        feat_key, rani_key = jax.random.split(key)
+        h = self.features(self.normalize(x.astype(jnp.float32)), feat_key)
+        if self.final_rani is not None:
+            h = self.final_rani(h, rani_key)
+        pooled = heads.mean_pool(h) if self.kind == "plain" else heads.sum_pool(h)
+        return self.head(pooled)
+
+    def pool_bound(self) -> float:
+        return heads.mean_pool_bound(self.final_hw) if self.kind == "plain" else 1.0
+
+    def lipschitz_bound(self) -> float:
+        """Guaranteed l2 Lipschitz bound of x -> logits in raw pixels, for every key."""
+        bound = self.normalize.lipschitz_bound() * self.features_bound()
+        if self.final_rani is not None:
+            bound *= self.final_rani.lipschitz_bound()
+        return float(bound * self.pool_bound() * self.head.lipschitz_bound())
+
+    def unit_keys(self, key, count: int):
+        return jax.random.split(key, count)

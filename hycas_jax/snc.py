@@ -1,0 +1,98 @@
+"""Convolutions: the spectral-normalized convolution (SNC) and a plain conv.
+
+SNC divides its kernel by a power-iteration estimate of the norm of the *conv
+operator* (not of the reshaped kernel matrix). The iteration vector is kept as
+state (`PowerIterate`) across training steps and advanced by
+`power_iterate()`, outside the forward pass, so a forward pass is a pure
+function of (params, state, x). The norm is estimated for the stride-1 conv:
+that is the operator the guaranteed FFT bound measures, and striding (a
+subsampling, norm 1) can only lower it. Because the estimate is a lower bound, the
+effective kernel can have norm slightly above 1; `lipschitz_bound()` therefore
+reports the guaranteed FFT bound of the effective kernel, never "1".
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from hycas_jax import spectral
+
+
+class PowerIterate(nnx.Variable):
+    """Power-iteration vector of an SNC: state, not a trainable parameter."""
+
+
+def _conv_init(key, shape):
+    fan_in = shape[0] * shape[1] * shape[2]
+    return jax.random.normal(key, shape, jnp.float32) * np.sqrt(2.0 / fan_in)
+
+
+class SNConv(nnx.Module):
+    """Spectral-normalized conv: `conv(x, W / sigma(W)) + b`, NHWC -> NHWC.
+
+    Args:
+      in_channels, out_channels, kernel_size, stride: the conv's shape.
+      input_hw: (H, W) of the input; the norm (and the bound) depend on it.
+      init_iterations: power-iteration steps run at construction, so the very
+        first forward pass is already close to norm 1.
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int, *,
+                 input_hw: Sequence[int], stride: int = 1, use_bias: bool = True,
+                 init_iterations: int = 20, rngs: nnx.Rngs):
+        self.stride = stride
+        self.input_hw = tuple(int(s) for s in input_hw)
+        shape = (kernel_size, kernel_size, in_channels, out_channels)
+        self.kernel = nnx.Param(_conv_init(rngs.params(), shape))
+        self.bias = nnx.Param(jnp.zeros((out_channels,), jnp.float32)) if use_bias else None
+        v = jax.random.normal(rngs.params(), (1, *self.input_hw, in_channels), jnp.float32)
+        self.v = PowerIterate(spectral.conv_power_iteration(
+            v / jnp.linalg.norm(v), self.kernel[...], init_iterations))
+
+    def sigma(self) -> jax.Array:
+        """Power-iteration estimate of the stride-1 conv's operator norm."""
+        return spectral.conv_norm_estimate(self.v[...], self.kernel[...], 1, "SAME")
+
+    def effective_kernel(self) -> jax.Array:
+        return self.kernel[...] / self.sigma()
+
+    def power_iterate(self) -> None:
+        """Advances the power-iteration state by one step (call once per train step)."""
+        kernel = jax.lax.stop_gradient(self.kernel[...])
+        self.v[...] = spectral.power_iteration_step(self.v[...], lambda v: spectral.conv2d(v, kernel))
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        y = spectral.conv2d(x, self.effective_kernel(), self.stride)
+        return y if self.bias is None else y + self.bias[...]
+
+    def lipschitz_bound(self) -> float:
+        return spectral.conv_operator_bound(np.asarray(self.effective_kernel()), self.input_hw)
+
+
+class PlainConv(nnx.Module):
+    """Unconstrained conv (the randomized-smoothing baseline's layer)."""
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int, *,
+                 input_hw: Sequence[int], stride: int = 1, rngs: nnx.Rngs):
+        self.stride = stride
+        self.input_hw = tuple(int(s) for s in input_hw)
+        shape = (kernel_size, kernel_size, in_channels, out_channels)
+        self.kernel = nnx.Param(_conv_init(rngs.params(), shape))
+        self.bias = nnx.Param(jnp.zeros((out_channels,), jnp.float32))
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        return spectral.conv2d(x, self.kernel[...], self.stride) + self.bias[...]
+
+    def lipschitz_bound(self) -> float:
+        return spectral.conv_operator_bound(np.asarray(self.kernel[...]), self.input_hw)
+
+
+def power_iterate_all(model: nnx.Module) -> None:
+    """Advances every SNC's power-iteration state inside `model` by one step."""
+    for _, module in model.iter_modules():
+        if isinstance(module, SNConv):
+            module.power_iterate()

@@ -1,0 +1,116 @@
+"""The three HyCAS streams. Each maps (B, H, W, c_in) -> (B, H/s, W/s, c_out).
+
+* SNCAN: RANI(SNC(x)).
+* FDPAN: DCT low-pass -> orthogonal 1x1 mix -> SNC -> RANI.
+* RPFAN: orthogonal channel pre-mix -> random projection filters -> RANI.
+
+RPFAN's random filters are depthwise k x k Gaussian kernels, re-drawn from the
+key on every pass and divided by their l1 norm. By Young's inequality a
+convolution with an l1-normalized kernel has l2 operator norm <= 1 (any
+padding, any stride), so the bound is known for every draw, unlike the paper's
+two-step power iteration, which under-estimates the norm. Channel mixing comes
+from the learned orthogonal pre-mix, so pre-mix + depthwise filters together
+are a random (low-rank-in-space) projection conv.
+
+With `rani=None` a stream has no RANI (the deterministic Lipschitz baseline).
+"""
+from __future__ import annotations
+
+from typing import Optional, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from hycas_jax import dct, spectral
+from hycas_jax.orthogonal import OrthogonalMix
+from hycas_jax.rani import RANI
+from hycas_jax.snc import SNConv
+
+
+class _Stream(nnx.Module):
+    """Shared tail: optional RANI, whose factor multiplies the stream's bound."""
+
+    def _init_rani(self, channels: int, rani: Optional[str], rngs: nnx.Rngs):
+        self.rani = RANI(channels, rani, rngs=rngs) if rani else None
+
+    def _apply_rani(self, h, key):
+        return h if self.rani is None else self.rani(h, key)
+
+    def _rani_bound(self) -> float:
+        return 1.0 if self.rani is None else self.rani.lipschitz_bound()
+
+
+class SNCAN(_Stream):
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int, *,
+                 input_hw: Sequence[int], stride: int = 1, rani: Optional[str] = "residual",
+                 rngs: nnx.Rngs):
+        self.conv = SNConv(in_channels, out_channels, kernel_size, input_hw=input_hw,
+                           stride=stride, rngs=rngs)
+        self._init_rani(out_channels, rani, rngs)
+
+    def __call__(self, x: jax.Array, key: jax.Array) -> jax.Array:
+        return self._apply_rani(self.conv(x), key)
+
+    def lipschitz_bound(self) -> float:
+        return self.conv.lipschitz_bound() * self._rani_bound()
+
+
+class FDPAN(_Stream):
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int, *,
+                 input_hw: Sequence[int], stride: int = 1, rani: Optional[str] = "residual",
+                 dct_keep: float = 0.5, rngs: nnx.Rngs):
+        self.dct_keep = dct_keep
+        self.input_hw = tuple(input_hw)
+        self.mix = OrthogonalMix(in_channels, in_channels, rngs=rngs)
+        self.conv = SNConv(in_channels, out_channels, kernel_size, input_hw=input_hw,
+                           stride=stride, rngs=rngs)
+        self._init_rani(out_channels, rani, rngs)
+
+    def _projections(self):
+        h, w = self.input_hw
+        return dct.lowpass_projection(h, self.dct_keep), dct.lowpass_projection(w, self.dct_keep)
+
+    def lowpass(self, x: jax.Array) -> jax.Array:
+        """idct(mask * dct(x)) per channel, as two separable projections."""
+        ph, pw = (jnp.asarray(p, x.dtype) for p in self._projections())
+        return jnp.einsum("gh,bhwc,vw->bgvc", ph, x, pw)
+
+    def __call__(self, x: jax.Array, key: jax.Array) -> jax.Array:
+        return self._apply_rani(self.conv(self.mix(self.lowpass(x))), key)
+
+    def lipschitz_bound(self) -> float:
+        ph, pw = self._projections()
+        lowpass = spectral.matrix_bound(ph) * spectral.matrix_bound(pw)
+        return lowpass * self.mix.lipschitz_bound() * self.conv.lipschitz_bound() * self._rani_bound()
+
+
+def random_projection_filters(key: jax.Array, kernel_size: int, channels: int) -> jax.Array:
+    """Depthwise Gaussian kernels (k, k, 1, C), each with l1 norm 1."""
+    k = jax.random.normal(key, (kernel_size, kernel_size, 1, channels), jnp.float32)
+    return k / (jnp.sum(jnp.abs(k), axis=(0, 1, 2), keepdims=True) + 1e-12)
+
+
+class RPFAN(_Stream):
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int, *,
+                 input_hw: Sequence[int], stride: int = 1, rani: Optional[str] = "residual",
+                 rngs: nnx.Rngs):
+        self.kernel_size, self.stride, self.channels = kernel_size, stride, out_channels
+        self.mix = OrthogonalMix(in_channels, out_channels, rngs=rngs)
+        self._init_rani(out_channels, rani, rngs)
+
+    def __call__(self, x: jax.Array, key: jax.Array) -> jax.Array:
+        proj_key, rani_key = jax.random.split(key)
+        filters = random_projection_filters(proj_key, self.kernel_size, self.channels)
+        h = jax.lax.conv_general_dilated(
+            self.mix(x), filters, (self.stride, self.stride), "SAME",
+            dimension_numbers=("NHWC", "HWIO", "NHWC"), feature_group_count=self.channels)
+        return self._apply_rani(h, rani_key)
+
+    def lipschitz_bound(self) -> float:
+        # Young's inequality gives 1 for every draw; SAFETY covers float32 rounding.
+        return self.mix.lipschitz_bound() * spectral.SAFETY * self._rani_bound()
+
+
+STREAMS = {"sncan": SNCAN, "fdpan": FDPAN, "rpfan": RPFAN}

@@ -1,0 +1,67 @@
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+from conftest import dense_matrix, top_singular_value
+from hycas_jax import dct, spectral
+from hycas_jax.streams import FDPAN, RPFAN, SNCAN, random_projection_filters
+
+HW, CIN, COUT = (6, 6), 2, 4
+
+
+def _x():
+    return jax.random.uniform(jax.random.key(0), (2, *HW, CIN))
+
+
+def test_sncan_is_rani_of_snc():
+    s = SNCAN(CIN, COUT, 3, input_hw=HW, rngs=nnx.Rngs(0))
+    key = jax.random.key(5)
+    np.testing.assert_allclose(s(_x(), key), s.rani(s.conv(_x()), key), rtol=1e-6)
+
+
+def test_fdpan_follows_the_four_stage_cascade():
+    s = FDPAN(CIN, COUT, 3, input_hw=HW, stride=2, dct_keep=0.5, rngs=nnx.Rngs(1))
+    key, x = jax.random.key(5), _x()
+    mask = np.outer(dct.lowpass_mask_1d(HW[0], 0.5), dct.lowpass_mask_1d(HW[1], 0.5))
+    low = dct.idct2(dct.dct2(x) * mask[None, :, :, None])
+    expected = s.rani(s.conv(low @ s.mix.matrix()), key)
+    np.testing.assert_allclose(s(x, key), expected, rtol=1e-4, atol=1e-5)
+    assert s(x, key).shape == (2, 3, 3, COUT)
+
+
+def test_rpfan_redraws_l1_normalized_filters_from_the_key():
+    s = RPFAN(CIN, COUT, 3, input_hw=HW, rngs=nnx.Rngs(2))
+    filters = random_projection_filters(jax.random.key(3), 3, COUT)
+    np.testing.assert_allclose(jnp.abs(filters).sum(axis=(0, 1, 2)), 1.0, rtol=1e-6)
+    x = _x()
+    a, b = s(x, jax.random.key(0)), s(x, jax.random.key(1))
+    assert not np.allclose(a, b)
+    np.testing.assert_array_equal(a, s(x, jax.random.key(0)))
+    proj_key, rani_key = jax.random.split(jax.random.key(0))
+    manual = jax.lax.conv_general_dilated(
+        x @ s.mix.matrix(), random_projection_filters(proj_key, 3, COUT), (1, 1), "SAME",
+        dimension_numbers=("NHWC", "HWIO", "NHWC"), feature_group_count=COUT)
+    np.testing.assert_allclose(a, s.rani(manual, rani_key), rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("cls", [SNCAN, FDPAN, RPFAN])
+@pytest.mark.parametrize("stride", [1, 2])
+def test_stream_bound_holds_for_fixed_keys(cls, stride):
+    s = cls(CIN, COUT, 3, input_hw=HW, stride=stride, rngs=nnx.Rngs(3))
+    bound = s.lipschitz_bound()
+    for seed in range(3):
+        key = jax.random.key(seed)
+        # Biases make the stream affine; the matrix of its linear part is its Jacobian.
+        fn = lambda x: s(x, key) - s(jnp.zeros_like(x), key)
+        exact = top_singular_value(dense_matrix(fn, (1, *HW, CIN)))
+        assert exact <= bound
+        assert exact > 0.2 * bound  # the bound is not vacuous
+
+
+def test_rpfan_bound_holds_for_extreme_draws():
+    # Any kernel with l1 norm 1 is a contraction (Young): check it on spiky kernels too.
+    for k in [np.eye(3)[:, :, None, None] / 3.0, np.ones((3, 3, 1, 1)) / 9.0]:
+        dense = dense_matrix(lambda x: spectral.conv2d(x, jnp.asarray(k, jnp.float32)), (1, 5, 5, 1))
+        assert top_singular_value(dense) <= 1.0 + 1e-6
