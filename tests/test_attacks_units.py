@@ -1,5 +1,5 @@
-"""Unit checks of the pieces APGD is built from: losses, the checkpoint
-schedule, the step-size rule, and the scoring statistics."""
+"""Unit checks of the pieces APGD is built from: losses, EOT and fresh keys,
+the checkpoint schedule and step-size rule, and the scoring statistics."""
 
 import math
 import sys
@@ -9,7 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 from scipy import stats
 
-from hycas_jax.attacks import losses, result, scoring
+from hycas_jax.attacks import apgd, autoattack, eot, losses, result, scoring
 
 apgd_module = sys.modules["hycas_jax.attacks.apgd"]
 
@@ -109,3 +109,41 @@ def test_vote_decision_uses_a_two_sided_binomial_test():
                                   [False, True, False, True])
     p_value = stats.binomtest(60, 100, 0.5).pvalue
     assert scoring._vote_decided(counts[:1], alpha=p_value * 1.001)[0]
+
+
+def _keyed_linear(record):
+    """A linear classifier plus key-drawn logit noise that reports each key it sees."""
+    def logits_fn(params, x, key):
+        jax.debug.callback(record, jax.random.key_data(key))
+        noise = 0.1 * jax.random.normal(key, (x.shape[0], params.shape[1]))
+        return x.reshape(x.shape[0], -1) @ params + noise
+    return logits_fn
+
+
+def test_eot_averages_loss_and_gradient_over_split_keys():
+    logits_fn = _keyed_linear(lambda _: None)
+    params = jax.random.normal(jax.random.key(0), (16, 5))
+    x = jax.random.uniform(jax.random.key(1), (4, 4, 4, 1))
+    y = jnp.array([0, 1, 2, 3])
+    key = jax.random.key(2)
+    value, grad, _ = eot.loss_and_grad(logits_fn, "ce", 3, params, x, y, y, key)
+    per_draw = [jax.value_and_grad(lambda v: losses.cross_entropy(logits_fn(params, v, k), y).sum())(x)
+                for k in jax.random.split(key, 3)]
+    np.testing.assert_allclose(grad, sum(g for _, g in per_draw) / 3, rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(value.sum(), sum(v for v, _ in per_draw) / 3, rtol=1e-5)
+
+
+def test_every_forward_pass_draws_a_fresh_key():
+    seen = []
+    logits_fn = _keyed_linear(lambda k: seen.append(np.asarray(k).reshape(-1, k.shape[-1])))
+    params = jax.random.normal(jax.random.key(0), (16, 5))
+    x = jax.random.uniform(jax.random.key(1), (8, 4, 4, 1))
+    y = jnp.argmax(x.reshape(8, -1) @ params, axis=1)
+    for key in (jax.random.key(3), jax.random.PRNGKey(3)):  # typed and legacy keys
+        seen.clear()
+        # A small eps leaves points robust, so restarts and both attacks run.
+        apgd(logits_fn, params, x, y, key, eps=0.01, n_iter=5, eot_iter=3, n_restarts=2)
+        autoattack(logits_fn, params, x, y, key, eps=0.01, n_iter=3, eot_iter=2)
+        keys = np.concatenate(seen)
+        assert len(keys) >= 2 * 6 * 3 + 2 * 4 * 2
+        assert len({tuple(row) for row in keys}) == len(keys)
