@@ -3,6 +3,10 @@
 ``x`` is float32 NHWC in [0, 1]; ``key`` draws the classifier's internal
 randomness and every forward pass gets a fresh one. This package never
 imports the model.
+
+Each attack loop is jitted with ``logits_fn`` as a static argument: pass the
+same function object across calls (not a fresh lambda) to reuse the
+compilation. Radii are traced, so sweeping eps does not recompile.
 """
 
 from hycas_jax.attacks.apgd import apgd

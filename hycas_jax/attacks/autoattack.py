@@ -81,6 +81,10 @@ def autoattack(logits_fn, params, x, y, key, *, norm="linf", eps, version="rand"
         raise ValueError(f"unknown version {version!r}; expected one of {VERSIONS}")
     validation.check_attack_inputs(logits_fn, params, x, y, key, norm=norm, eps=eps)
     eot_iter = (20 if version == "rand" else 1) if eot_iter is None else eot_iter
+    # Checked up front: an attack that never runs (all points broken) would not.
+    for name, value in (("n_iter", n_iter), ("eot_iter", eot_iter),
+                        ("n_target_classes", n_target_classes), ("square_queries", square_queries)):
+        validation.check_positive_int(name, value)
     x, y = jnp.asarray(x, jnp.float32), jnp.asarray(y, jnp.int32)
     attacks = _ensemble(version, norm, eps, n_iter, eot_iter, n_target_classes, square_queries)
     key, clean_key = jax.random.split(key)
