@@ -9,7 +9,7 @@ import functools
 import jax
 import jax.numpy as jnp
 
-from hycas_jax.attacks import losses, result, threat, validation
+from hycas_jax.attacks import losses, result, validation
 
 # Query counts (out of 10,000) after which the patch area fraction halves.
 _HALVING_AT = jnp.array([10, 50, 200, 500, 1000, 2000, 4000, 6000, 8000])

@@ -10,8 +10,10 @@ import math
 import jax
 import numpy as np
 
+from hycas_jax.attacks import losses
+
 NORMS = ("linf", "l2")
-LOSSES = ("ce", "dlr", "ce-targeted", "dlr-targeted")
+LOSSES = tuple(losses.LOSSES)
 # DLR divides by the gap between the top logit and the 3rd (4th) largest one.
 _MIN_CLASSES = {"ce": 2, "dlr": 3, "ce-targeted": 2, "dlr-targeted": 4}
 
