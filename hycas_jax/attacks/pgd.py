@@ -34,6 +34,14 @@ def _run(params, x, y, key, eps, step_size, *, logits_fn, norm, loss, n_iter, eo
     return result.finish(jax.lax.fori_loop(0, n_iter, body, carry)[2])
 
 
+def pgd_unchecked(params, x, y, key, eps, step_size, *, logits_fn, norm="linf", loss="ce",
+                  n_iter, eot_iter=1, random_start=True):
+    """`pgd` without the host-side input checks, so it can run inside another
+    jitted function (adversarial training). Arguments as `pgd`'s."""
+    return _run(params, x, y, key, eps, step_size, logits_fn=logits_fn, norm=norm, loss=loss,
+                n_iter=n_iter, eot_iter=eot_iter, random_start=random_start)
+
+
 def pgd(logits_fn, params, x, y, key, *, norm="linf", eps, step_size, n_iter, loss="ce",
         eot_iter=1, random_start=True):
     """Untargeted PGD with EOT against ``logits_fn(params, x, key) -> (B, K)``.

@@ -1,0 +1,13 @@
+"""Deterministic Lipschitz baseline: the same backbone without RANI or random projections."""
+from hycas_jax.config import experiment
+
+
+def get_config():
+    c = experiment("mnist5k", kind="lipschitz", sigma=0.25)
+    c.training.num_steps = 600
+    c.training.batch_size = 64
+    c.training.learning_rate = 3e-3
+    c.certify.n = 10_000
+    c.certify.max_examples = 100
+    c.certify.skip = 10
+    return c

@@ -1,0 +1,85 @@
+"""Experiment configs: one function builds every experiment's ConfigDict.
+
+The files in `configs/` call `experiment(...)` with their choices and are
+loaded by `train.py` / `certify.py` through absl's config_flags, so every
+field can be overridden on the command line (`--config.training.sigma=0.5`).
+
+Sections: `dataset` (name, data_dir, kwargs), `model` (see
+`hycas_jax.models`), `training`, `certify`, `attack`.
+"""
+from __future__ import annotations
+
+import ml_collections
+
+from hycas_jax import models
+
+DATASET_MODELS = {  # dataset -> (backbone, image_shape, num_classes, mean, std)
+    "mnist5k": ("small_cnn", (28, 28, 1), 10, (0.1307,), (0.3081,)),
+    "mnist": ("small_cnn", (28, 28, 1), 10, (0.1307,), (0.3081,)),
+    "digits8x8": ("small_cnn", (8, 8, 1), 10, (0.3,), (0.35,)),
+    "cifar10": ("resnet18", (32, 32, 3), 10, (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)),
+    "cifar100": ("resnet18", (32, 32, 3), 100, (0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762)),
+}
+
+
+def experiment(dataset: str = "mnist5k", *, kind: str = "hycas", rani: str = "per_block",
+               sigma: float = 0.25, backbone: str | None = None, image_shape=None,
+               num_classes: int | None = None, mean=None, std=None) -> ml_collections.ConfigDict:
+    """The config of one experiment; dataset-specific defaults come from DATASET_MODELS."""
+    known = DATASET_MODELS.get(dataset)
+    if known is None and None in (backbone, image_shape, num_classes):
+        raise ValueError(f"dataset {dataset!r} has no defaults here; pass backbone, image_shape "
+                         f"and num_classes (datasets with defaults: {sorted(DATASET_MODELS)})")
+    d_backbone, d_shape, d_classes, d_mean, d_std = known or (None,) * 5
+    channels = (image_shape or d_shape)[2]
+    c = ml_collections.ConfigDict()
+    c.dataset = ml_collections.ConfigDict({"name": dataset, "data_dir": "", "kwargs": {}})
+
+    c.model = models.default_config(backbone or d_backbone)
+    c.model.kind, c.model.rani = kind, ("off" if kind != "hycas" else rani)
+    c.model.image_shape = tuple(image_shape or d_shape)
+    c.model.num_classes = num_classes or d_classes
+    c.model.mean = tuple(mean or d_mean or (0.5,) * channels)
+    c.model.std = tuple(std or d_std or (0.25,) * channels)
+
+    t = c.training = ml_collections.ConfigDict()
+    t.seed = 0
+    t.batch_size = 128
+    t.num_steps = 1000
+    t.optimizer = "adam"
+    t.learning_rate = 1e-3
+    t.schedule = "cosine"
+    t.warmup_steps = 50
+    t.weight_decay = 0.0
+    t.grad_clip = 0.0
+    t.sigma = sigma  # Gaussian input-noise augmentation, raw pixel space
+    # Lipschitz models have small logits; CE sees temperature * logits (the model is unchanged).
+    t.logit_temperature = 1.0 if kind == "plain" else 10.0
+    t.log_every = 50
+    t.checkpoint_every = 200
+    t.keep_checkpoints = 2
+    t.adversarial = ml_collections.ConfigDict(
+        {"enabled": False, "norm": "linf", "eps": 0.1, "step_size": 0.025, "steps": 7})
+
+    r = c.certify = ml_collections.ConfigDict()
+    r.sigma = sigma
+    r.n0 = 100
+    r.n = 100_000
+    r.alpha = 0.001
+    r.batch_size = 1000  # Monte Carlo samples per jitted chunk
+    r.skip = 1
+    r.max_examples = 500
+    r.margin = True  # also the Lipschitz margin certificate (no input noise)
+    r.margin_samples = 1000
+    r.logit_bound = 10.0
+    r.seed = 0
+
+    a = c.attack = ml_collections.ConfigDict()
+    a.norm = "linf"
+    a.eps = (0.0, 0.05, 0.1, 0.2, 0.3)
+    a.n_iter = 100
+    a.eot_iter = 20
+    a.max_examples = 200
+    a.vote_samples = 100
+    a.seed = 0
+    return c

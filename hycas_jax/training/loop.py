@@ -1,0 +1,169 @@
+"""The training loop: data -> jitted step -> metrics, checkpoints, resume.
+
+A run killed at any point and restarted with the same command resumes from
+its last checkpoint (model, optimizer, step, input position) and ends in the
+same state as an uninterrupted run: step keys are `fold_in(root_key, step)`
+and the grain iterator's position is checkpointed with the model.
+"""
+from __future__ import annotations
+
+import json
+import os
+from typing import Optional
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+from tqdm.auto import tqdm
+
+from hycas_jax import checkpointing, data, lipschitz, models
+from hycas_jax.training.optim import make_optimizer, make_schedule
+from hycas_jax.training.step import make_eval_fn, make_train_step, split_model
+
+
+def _keys(seed: int):
+    """-> (model init key, training-step root key, logging-eval key)."""
+    return tuple(jax.random.split(jax.random.key(seed), 3))
+
+
+def _data_kwargs(config) -> dict:
+    kwargs = dict(config.dataset.get("kwargs", {}) or {})
+    if config.dataset.get("data_dir"):
+        kwargs["data_dir"] = config.dataset.data_dir
+    return kwargs
+
+
+def _dataset_info(config):
+    _, info = data.get_source(config.dataset.name, "test", **_data_kwargs(config))
+    if tuple(info.image_shape) != tuple(config.model.image_shape):
+        raise ValueError(f"dataset {config.dataset.name!r} has images {tuple(info.image_shape)}, "
+                         f"config.model.image_shape says {tuple(config.model.image_shape)}")
+    if info.num_classes != config.model.num_classes:
+        raise ValueError(f"dataset {config.dataset.name!r} has {info.num_classes} classes, "
+                         f"config.model.num_classes says {config.model.num_classes}")
+    return info
+
+
+def initial_state(config):
+    """Builds the model and the train state it starts from. -> (graphdef, state, tx)."""
+    init_key, _, _ = _keys(config.training.seed)
+    model = models.build(config.model, key=init_key)
+    graphdef, params, rest = split_model(model)
+    tx = make_optimizer(config.training)
+    state = {"step": jnp.zeros((), jnp.int32), "params": params, "rest": rest,
+             "opt_state": tx.init(params)}
+    return graphdef, state, tx
+
+
+def model_from_state(graphdef, state) -> nnx.Module:
+    return nnx.merge(graphdef, state["params"], state["rest"])
+
+
+class _Writer:
+    """Metrics to TensorBoard (tensorboardX) and metrics.jsonl, process 0 only."""
+
+    def __init__(self, workdir: str):
+        self.active = jax.process_index() == 0
+        if self.active:
+            from tensorboardX import SummaryWriter
+            self.tb = SummaryWriter(os.path.join(workdir, "tensorboard"))
+            self.jsonl = open(os.path.join(workdir, "metrics.jsonl"), "a")
+
+    def write(self, step: int, metrics: dict) -> None:
+        if not self.active:
+            return
+        for name, value in metrics.items():
+            self.tb.add_scalar(name, value, step)
+        self.jsonl.write(json.dumps({"step": step, **metrics}) + "\n")
+        self.jsonl.flush()
+
+    def close(self) -> None:
+        if self.active:
+            self.tb.close()
+            self.jsonl.close()
+
+
+def evaluate(config, graphdef, state, *, split="test", max_examples=None, seed=0) -> dict:
+    """Clean and noisy accuracy of one stochastic pass over a split."""
+    correct_fn = make_eval_fn(graphdef)
+    key = jax.random.key(seed)
+    totals = {"clean": 0, "noisy": 0}
+    count = 0
+    for i, batch in enumerate(data.eval_batches(config.dataset.name, split, batch_size=250,
+                                                max_examples=max_examples, **_data_kwargs(config))):
+        mask = np.asarray(batch["mask"])
+        x, y = jnp.asarray(batch["image"]), jnp.asarray(np.where(mask, batch["label"], -1))
+        for name, sigma in (("clean", 0.0), ("noisy", config.training.sigma)):
+            totals[name] += int(correct_fn(state, x, y, jax.random.fold_in(key, i), sigma))
+        count += int(mask.sum())
+    return {f"test_{k}_accuracy": v / max(count, 1) for k, v in totals.items()}
+
+
+def train(config, workdir: str, *, progress: bool = True) -> dict:
+    """Trains (or resumes) the run in `workdir`. Returns the final metrics."""
+    os.makedirs(workdir, exist_ok=True)
+    if jax.process_index() == 0:
+        checkpointing.save_config(workdir, config)
+    _dataset_info(config)
+    tcfg = config.training
+    graphdef, state, tx = initial_state(config)
+    _, train_key, log_key = _keys(tcfg.seed)
+    ckpt = checkpointing.Checkpointer(workdir, max_to_keep=tcfg.keep_checkpoints)
+    it = data.train_iterator(config.dataset.name, batch_size=tcfg.batch_size, seed=tcfg.seed,
+                             **_data_kwargs(config))
+    if ckpt.latest_step() is not None:
+        state, meta = ckpt.restore(state)
+        it.set_state(meta["data"])
+    step_fn = make_train_step(graphdef, tx, tcfg)
+    eval_fn = make_eval_fn(graphdef)
+    schedule = make_schedule(tcfg)
+    writer = _Writer(workdir)
+    start = int(state["step"])
+    bar = tqdm(total=tcfg.num_steps, initial=start, desc="train", disable=not progress,
+               dynamic_ncols=True)
+    for step in range(start, tcfg.num_steps):
+        batch = {k: jnp.asarray(v) for k, v in next(it).items()}
+        state, metrics = step_fn(state, batch, train_key)
+        done = step + 1
+        if done % tcfg.log_every == 0 or done == tcfg.num_steps:
+            metrics = {k: float(v) for k, v in metrics.items()}
+            clean = eval_fn(state, batch["image"], batch["label"], jax.random.fold_in(log_key, done), 0.0)
+            metrics["clean_accuracy"] = float(clean) / batch["label"].shape[0]
+            metrics["lipschitz_bound"] = lipschitz.network_bound(model_from_state(graphdef, state))
+            metrics["learning_rate"] = float(schedule(step))
+            writer.write(done, metrics)
+            bar.set_postfix(loss=f"{metrics['loss']:.3f}", acc=f"{metrics['noisy_accuracy']:.2f}",
+                            L=f"{metrics['lipschitz_bound']:.3g}")
+        if done % tcfg.checkpoint_every == 0 or done == tcfg.num_steps:
+            ckpt.save(done, state, {"data": it.get_state(),
+                                    "key": np.asarray(jax.random.key_data(train_key)).tolist()})
+        bar.update(1)
+    bar.close()
+    ckpt.wait()
+    ckpt.close()
+    final = evaluate(config, graphdef, state)
+    final["lipschitz_bound"] = lipschitz.network_bound(model_from_state(graphdef, state))
+    final["step"] = int(state["step"])
+    writer.write(final["step"], final)
+    writer.close()
+    if jax.process_index() == 0:
+        with open(os.path.join(workdir, "final_metrics.json"), "w") as f:
+            json.dump(final, f, indent=2)
+    return final
+
+
+def restore_model(workdir: str, step: Optional[int] = None):
+    """Loads a trained model from a workdir written by `train`.
+
+    Returns (model, config, step). Raises CheckpointError for a missing or
+    corrupt workdir/checkpoint.
+    """
+    config = checkpointing.restore_config(workdir)
+    graphdef, state, _ = initial_state(config)
+    ckpt = checkpointing.Checkpointer(workdir, create=False)
+    try:
+        state, _ = ckpt.restore(state, step)
+    finally:
+        ckpt.close()
+    return model_from_state(graphdef, state), config, int(state["step"])
