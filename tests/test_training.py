@@ -1,0 +1,138 @@
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import jax
+import numpy as np
+import pytest
+
+from hycas_jax import checkpointing, training
+from hycas_jax.config import experiment
+
+sys.path.insert(0, os.path.dirname(__file__))
+import tiny_config  # noqa: E402
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CONFIG = os.path.join(ROOT, "tests", "tiny_config.py")
+
+
+def _train_cli(workdir, *extra):
+    cmd = [sys.executable, os.path.join(ROOT, "train.py"), f"--config={CONFIG}",
+           f"--workdir={workdir}", "--progress=false", *extra]
+    return subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            env=dict(os.environ, JAX_PLATFORMS="cpu"))
+
+
+def _params(workdir):
+    model, _, step = training.restore_model(workdir)
+    from flax import nnx
+    return step, jax.tree.leaves(nnx.state(model))
+
+
+@pytest.fixture(scope="module")
+def reference_run(tmp_path_factory):
+    workdir = str(tmp_path_factory.mktemp("reference"))
+    proc = _train_cli(workdir)
+    out = proc.communicate(timeout=300)[0].decode()
+    assert proc.returncode == 0, out
+    return workdir
+
+
+def test_killed_run_resumes_to_the_same_final_state(reference_run, tmp_path):
+    workdir = str(tmp_path / "killed")
+    proc = _train_cli(workdir)
+    first_ckpt = os.path.join(workdir, "checkpoints", "10")
+    deadline = time.time() + 240
+    while not os.path.isdir(first_ckpt) and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL, "the run finished before it could be killed"
+    killed_at = checkpointing.Checkpointer(workdir).latest_step()
+    assert killed_at is not None and killed_at < 40
+    proc = _train_cli(workdir)
+    out = proc.communicate(timeout=300)[0].decode()
+    assert proc.returncode == 0, out
+    step_a, ref = _params(reference_run)
+    step_b, resumed = _params(workdir)
+    assert step_a == step_b == 40
+    for a, b in zip(ref, resumed):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+
+def test_metrics_and_final_results_are_written(reference_run):
+    files = os.listdir(reference_run)
+    for name in ("config.json", "metrics.jsonl", "final_metrics.json", "tensorboard", "checkpoints"):
+        assert name in files
+    lines = open(os.path.join(reference_run, "metrics.jsonl")).read().splitlines()
+    assert any('"lipschitz_bound"' in line and '"clean_accuracy"' in line for line in lines)
+
+
+def _corrupt(workdir):
+    step = checkpointing.Checkpointer(workdir).latest_step()
+    state_dir = os.path.join(workdir, "checkpoints", str(step), "state")
+    victims = {}
+    for root, _, names in os.walk(state_dir):
+        for name in names:
+            path = os.path.join(root, name)
+            with open(path, "wb") as f:
+                f.write(b"garbage")
+            victims[path] = b"garbage"
+    return step, victims
+
+
+def test_corrupt_checkpoint_is_a_clear_error_and_nothing_is_overwritten(reference_run, tmp_path):
+    import shutil
+    workdir = str(tmp_path / "corrupt")
+    shutil.copytree(reference_run, workdir)
+    step, victims = _corrupt(workdir)
+    with pytest.raises(checkpointing.CheckpointError, match=f"step {step}.*corrupt"):
+        training.restore_model(workdir)
+    config = checkpointing.restore_config(workdir)
+    with pytest.raises(checkpointing.CheckpointError, match="corrupt"):
+        training.train(config, workdir, progress=False)
+    for path, content in victims.items():
+        assert open(path, "rb").read() == content
+    assert checkpointing.Checkpointer(workdir).latest_step() == step
+
+
+def test_missing_workdir_or_checkpoint_is_a_clear_error(tmp_path):
+    with pytest.raises(checkpointing.CheckpointError, match="config.json is missing"):
+        training.restore_model(str(tmp_path / "nowhere"))
+    workdir = str(tmp_path / "config_only")
+    checkpointing.save_config(workdir, tiny_config.get_config())
+    with pytest.raises(checkpointing.CheckpointError, match="no checkpoint"):
+        training.restore_model(workdir)
+
+
+def test_a_different_config_in_the_same_workdir_is_refused(tmp_path):
+    workdir = str(tmp_path / "w")
+    checkpointing.save_config(workdir, tiny_config.get_config())
+    other = tiny_config.get_config()
+    other.training.sigma = 0.5
+    with pytest.raises(checkpointing.CheckpointError, match="different config"):
+        training.train(other, workdir, progress=False)
+
+
+def test_data_that_does_not_match_the_config_is_refused(tmp_path):
+    config = tiny_config.get_config()
+    config.model.num_classes = 7
+    with pytest.raises(ValueError, match="10 classes"):
+        training.train(config, str(tmp_path / "w"), progress=False)
+    with pytest.raises(ValueError, match="(?i)unknown dataset"):
+        training.train(experiment("no_such_set", backbone="small_cnn", image_shape=(8, 8, 1),
+                                  num_classes=10), str(tmp_path / "x"), progress=False)
+
+
+@pytest.mark.parametrize("kind", ["plain", "lipschitz"])
+def test_baselines_train_and_adversarial_training_runs(kind, tmp_path):
+    config = tiny_config.get_config(kind)
+    config.training.num_steps = 4
+    if kind == "plain":
+        config.training.adversarial.enabled = True
+        config.training.adversarial.steps = 2
+    final = training.train(config, str(tmp_path / kind), progress=False)
+    assert final["step"] == 4 and np.isfinite(final["lipschitz_bound"])
+    assert 0.0 <= final["test_clean_accuracy"] <= 1.0
