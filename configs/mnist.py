@@ -7,7 +7,7 @@ from hycas_jax.config import experiment
 
 def get_config():
     c = experiment("mnist5k", kind="hycas", rani="per_block", sigma=0.25)
-    c.training.num_steps = 600
+    c.training.num_steps = 800
     c.training.batch_size = 64
     c.training.learning_rate = 3e-3
     c.certify.n = 10_000
