@@ -1,0 +1,343 @@
+"""A PyTorch-eager re-implementation of the HyCAS small CNN and ResNet-18.
+
+`from_jax(model)` copies the weights of a `hycas_jax` model (kind 'hycas',
+MaxMin activation) into the same architecture written with torch ops, so the
+benchmarks compare equal work. Layouts: torch runs NCHW (or channels_last);
+JAX kernels are HWIO and features NHWC.
+
+Randomness comes from a noise source passed to `forward`, asked in the order
+the JAX model draws: `TorchNoise` uses torch's RNG (the speed benchmarks);
+`ReplayNoise` replays JAX's own draws so a test can compare logits on the
+same noise. RPFAN filters are drawn per sample, as in JAX's vmapped
+certification, where every Monte Carlo sample has its own model key.
+
+Trainable weights are torch Parameters and the effective weights (SNC kernel /
+power-iteration sigma, expm orthogonal mixes, softmax gates, spectrally
+normalized head) are derived from them on each call, so autograd trains the
+same parametrization as JAX. `inference()` computes them once for a sampling
+loop instead, as JAX's jitted chunk does.
+"""
+from __future__ import annotations
+
+import contextlib
+import math
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from hycas_jax import dct
+from hycas_jax.models.resnet import ResNet18
+from hycas_jax.streams import FDPAN, RPFAN, SNCAN
+
+RANI_FACTORS = {"residual": 1.0, "averaged": 0.5}
+
+
+def _tensor(array) -> torch.Tensor:
+    return torch.from_numpy(np.array(array, np.float32))
+
+
+def _param(array) -> nn.Parameter:
+    return nn.Parameter(_tensor(array))
+
+
+# ------------------------------------------------------------------ noise
+
+class TorchNoise:
+    """Draws every omega and projection filter with torch's RNG."""
+
+    def omega(self, like: torch.Tensor) -> torch.Tensor:
+        return torch.randn_like(like)
+
+    def filters(self, n: int, channels: int, k: int) -> torch.Tensor:
+        return torch.randn(n, channels, k, k)
+
+
+class ReplayNoise:
+    """Replays the standard-normal draws a JAX forward made, in call order.
+
+    draws: arrays as JAX drew them, RANI omegas NHWC (B, H, W, C) and RPFAN
+    filters HWIO (k, k, 1, C) shared by the batch.
+    """
+
+    def __init__(self, draws):
+        self.draws = [np.array(d, np.float32) for d in draws]
+
+    def _next(self, ndim: int) -> torch.Tensor:
+        if not self.draws:
+            raise ValueError("the torch model asked for more noise than JAX drew")
+        draw = self.draws.pop(0)
+        if draw.ndim != ndim:
+            raise ValueError(f"draw of shape {draw.shape} where a rank-{ndim} one was expected")
+        return torch.from_numpy(draw)
+
+    def omega(self, like: torch.Tensor) -> torch.Tensor:
+        out = self._next(4).permute(0, 3, 1, 2)
+        if out.shape != like.shape:
+            raise ValueError(f"replayed omega {tuple(out.shape)} for features {tuple(like.shape)}")
+        return out
+
+    def filters(self, n: int, channels: int, k: int) -> torch.Tensor:
+        out = self._next(4).permute(3, 2, 0, 1).reshape(1, channels, k, k)
+        return out.expand(n, channels, k, k)
+
+
+# ----------------------------------------------------------------- layers
+
+class Cached(nn.Module):
+    """A layer whose effective weights `weights()` can be frozen by `inference()`."""
+
+    cache = None
+
+    def effective(self):
+        return self.weights() if self.cache is None else self.cache
+
+
+def same_padding(size: int, k: int, stride: int):
+    """(lo, hi) padding of XLA's SAME convolution."""
+    out = -(-size // stride)
+    total = max((out - 1) * stride + k - size, 0)
+    return total // 2, total - total // 2
+
+
+class SNConv(Cached):
+    """conv(x, W / sigma) + b with sigma = ||conv(v)|| / ||v|| (stride 1, SAME)."""
+
+    def __init__(self, jax_conv):
+        super().__init__()
+        self.stride = jax_conv.stride
+        self.kernel = _param(np.transpose(np.asarray(jax_conv.kernel[...]), (3, 2, 0, 1)))
+        self.bias = _param(jax_conv.bias[...])
+        self.register_buffer("v", _tensor(np.transpose(np.asarray(jax_conv.v[...]), (0, 3, 1, 2))))
+
+    def weights(self):
+        pad = self.kernel.shape[-1] // 2
+        out = F.conv2d(self.v, self.kernel, padding=pad)
+        return self.kernel / (out.norm() / (self.v.norm() + 1e-12))
+
+    def forward(self, x):
+        k = self.kernel.shape[-1]
+        (hlo, hhi), (wlo, whi) = (same_padding(s, k, self.stride) for s in x.shape[2:])
+        x = F.pad(x, (wlo, whi, hlo, hhi)) if max(hlo, hhi, wlo, whi) else x
+        return F.conv2d(x, self.effective(), self.bias, stride=self.stride)
+
+    @torch.no_grad()
+    def power_iterate(self):
+        """v <- A^T A v / ||A^T A v||, A the stride-1 SAME conv (JAX's vjp)."""
+        pad = self.kernel.shape[-1] // 2
+        back = F.conv_transpose2d(F.conv2d(self.v, self.kernel, padding=pad), self.kernel, padding=pad)
+        self.v.copy_(back / (back.norm() + 1e-12))
+
+
+class OrthogonalMix(Cached):
+    """1x1 conv with expm(A - A^T)[:c_in, :c_out]."""
+
+    def __init__(self, jax_mix):
+        super().__init__()
+        self.c_in, self.c_out = jax_mix.in_channels, jax_mix.out_channels
+        self.generator = _param(jax_mix.generator[...])
+
+    def weights(self):
+        q = torch.linalg.matrix_exp(self.generator - self.generator.T)[: self.c_in, : self.c_out]
+        return q.T.reshape(self.c_out, self.c_in, 1, 1)
+
+    def forward(self, x):
+        return F.conv2d(x, self.effective())
+
+
+class RANI(nn.Module):
+    def __init__(self, jax_rani):
+        super().__init__()
+        self.factor = RANI_FACTORS[jax_rani.form]
+        self.scale = _param(np.reshape(jax_rani.scale[...], (1, -1, 1, 1)))
+        self.shift = _param(np.reshape(jax_rani.shift[...], (1, -1, 1, 1)))
+
+    def forward(self, h, noise):
+        out = h + h * torch.sigmoid(self.scale * noise.omega(h) + self.shift)
+        return out if self.factor == 1.0 else self.factor * out
+
+
+def _rani(jax_stream):
+    if jax_stream.rani is None:
+        raise NotImplementedError("the reference implements HyCAS models with RANI only")
+    return RANI(jax_stream.rani)
+
+
+class SNCANStream(nn.Module):
+    def __init__(self, jax_stream):
+        super().__init__()
+        self.conv, self.rani = SNConv(jax_stream.conv), _rani(jax_stream)
+
+    def forward(self, x, noise):
+        return self.rani(self.conv(x), noise)
+
+
+class FDPANStream(nn.Module):
+    def __init__(self, jax_stream):
+        super().__init__()
+        (h, w), keep = jax_stream.input_hw, jax_stream.dct_keep
+        self.register_buffer("ph", _tensor(dct.lowpass_projection(h, keep)))
+        self.register_buffer("pw_t", _tensor(dct.lowpass_projection(w, keep).T))
+        self.mix, self.conv = OrthogonalMix(jax_stream.mix), SNConv(jax_stream.conv)
+        self.rani = _rani(jax_stream)
+
+    def forward(self, x, noise):
+        low = torch.matmul(torch.matmul(self.ph, x), self.pw_t)
+        return self.rani(self.conv(self.mix(low)), noise)
+
+
+class RPFANStream(nn.Module):
+    """Orthogonal pre-mix, then per-sample depthwise l1-normalized random filters."""
+
+    def __init__(self, jax_stream):
+        super().__init__()
+        self.k, self.stride, self.channels = jax_stream.kernel_size, jax_stream.stride, jax_stream.channels
+        if self.k % 2 == 0:
+            raise NotImplementedError("odd kernel sizes only (JAX pads SAME at stride 1)")
+        self.mix, self.rani = OrthogonalMix(jax_stream.mix), _rani(jax_stream)
+
+    def forward(self, x, noise):
+        mixed = self.mix(x)
+        b, c, h, w = mixed.shape
+        filters = noise.filters(b, c, self.k)
+        filters = filters / (filters.abs().sum(dim=(2, 3), keepdim=True) + 1e-12)
+        # One grouped conv over (sample, channel) pairs: every sample its own filters.
+        out = F.conv2d(mixed.reshape(1, b * c, h, w), filters.reshape(b * c, 1, self.k, self.k),
+                       stride=self.stride, padding=self.k // 2, groups=b * c)
+        return self.rani(out.reshape(b, c, *out.shape[2:]), noise)
+
+
+STREAMS = {SNCAN: SNCANStream, FDPAN: FDPANStream, RPFAN: RPFANStream}
+
+
+class Block(nn.Module):
+    """Streams -> per-channel softmax gate -> post-fusion RANI."""
+
+    def __init__(self, jax_block):
+        super().__init__()
+        self.streams = nn.ModuleList(STREAMS[type(s)](s) for s in jax_block.streams)
+        self.gate_logits = _param(jax_block.gate.logits[...])
+        self.post_rani = RANI(jax_block.post_rani)
+
+    def forward(self, x, noise):
+        alpha = torch.softmax(self.gate_logits, dim=0)[:, None, :, None, None]
+        fused = sum(a * s(x, noise) for a, s in zip(alpha, self.streams))
+        return self.post_rani(fused, noise)
+
+
+def max_min(x):
+    """MaxMin over channel pairs (2i, 2i+1): their max at 2i, their min at 2i + 1, as in JAX."""
+    pairs = x.unflatten(1, (-1, 2))
+    a, b = pairs[:, :, 0], pairs[:, :, 1]
+    return torch.stack([torch.maximum(a, b), torch.minimum(a, b)], dim=2).flatten(1, 2)
+
+
+class BasicBlock(nn.Module):
+    """(1 - beta) * skip(x) + beta * act(unit2(act(unit1(x))))."""
+
+    def __init__(self, jax_block):
+        super().__init__()
+        self.unit1, self.unit2 = Block(jax_block.unit1), Block(jax_block.unit2)
+        self.skip = None if jax_block.skip is None else SNConv(jax_block.skip)
+        self.mix_logit = _param(jax_block.mix_logit[...])
+
+    def forward(self, x, noise):
+        out = max_min(self.unit2(max_min(self.unit1(x, noise)), noise))
+        skip = x if self.skip is None else self.skip(x)
+        beta = torch.sigmoid(self.mix_logit)
+        return (1.0 - beta) * skip + beta * out
+
+
+class Classifier(Cached):
+    """normalize -> units (small CNN) or stem + basic blocks (ResNet-18) ->
+    [final RANI] -> sum pooling -> spectrally normalized linear head."""
+
+    def __init__(self, jax_model):
+        super().__init__()
+        if jax_model.kind != "hycas" or jax_model.activation_name != "maxmin":
+            raise NotImplementedError("the reference implements kind='hycas' with MaxMin only")
+        channels = len(jax_model.normalize.mean)
+        self.register_buffer("mean", torch.tensor(jax_model.normalize.mean).reshape(1, channels, 1, 1))
+        self.register_buffer("std", torch.tensor(jax_model.normalize.std).reshape(1, channels, 1, 1))
+        self.resnet = isinstance(jax_model, ResNet18)
+        if self.resnet:
+            self.stem = Block(jax_model.stem)
+            self.units = nn.ModuleList(BasicBlock(b) for b in jax_model.blocks)
+        else:
+            self.units = nn.ModuleList(Block(u) for u in jax_model.units)
+        self.final_rani = None if jax_model.final_rani is None else RANI(jax_model.final_rani)
+        self.weight = _param(jax_model.head.weight[...])
+        self.bias = _param(jax_model.head.bias[...])
+
+    def weights(self):
+        return self.weight / torch.linalg.matrix_norm(self.weight, ord=2)
+
+    def forward(self, x, noise):
+        """x: float (B, C, H, W) raw pixels -> logits (B, classes)."""
+        h = (x - self.mean) / self.std
+        if self.resnet:
+            h = max_min(self.stem(h, noise))
+            for block in self.units:
+                h = block(h, noise)
+        else:
+            for unit in self.units:
+                h = max_min(unit(h, noise))
+        if self.final_rani is not None:
+            h = self.final_rani(h, noise)
+        pooled = h.sum(dim=(2, 3)) / math.sqrt(h.shape[2] * h.shape[3])
+        return pooled @ self.effective() + self.bias
+
+    @contextlib.contextmanager
+    def inference(self):
+        """No autograd, and every effective weight computed once for the whole block."""
+        cached = [m for m in self.modules() if isinstance(m, Cached)]
+        with torch.inference_mode():
+            for m in cached:
+                m.cache = m.weights()
+            try:
+                yield self
+            finally:
+                for m in cached:
+                    m.cache = None
+
+    def power_iterate(self):
+        for m in self.modules():
+            if isinstance(m, SNConv):
+                m.power_iterate()
+
+
+def from_jax(jax_model) -> Classifier:
+    """The torch reference with the weights and power-iteration state of `jax_model`."""
+    return Classifier(jax_model)
+
+
+# ------------------------------------------------- Cohen et al.'s sampling loop
+
+def sample_counts(model: Classifier, image: torch.Tensor, *, num: int, batch_size: int,
+                  sigma: float, num_classes: int, channels_last: bool = False) -> np.ndarray:
+    """Class counts of `num` noisy copies of one image (C, H, W), `batch_size` at a time."""
+    counts = torch.zeros(num_classes, dtype=torch.long)
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    noise = TorchNoise()
+    with model.inference():
+        remaining = num
+        while remaining > 0:
+            b = min(batch_size, remaining)
+            batch = image.unsqueeze(0).repeat(b, 1, 1, 1).contiguous(memory_format=fmt)
+            logits = model(batch + sigma * torch.randn_like(batch), noise)
+            counts += torch.bincount(logits.argmax(dim=1), minlength=num_classes)
+            remaining -= b
+    return counts.numpy()
+
+
+def train_step(model: Classifier, optimizer, x, y, *, sigma: float, temperature: float) -> float:
+    """One step as JAX trains: Gaussian input noise, CE on temperature * logits,
+    backward, optimizer step, then one power-iteration update of every SNC."""
+    logits = model(x + sigma * torch.randn_like(x), TorchNoise())
+    loss = F.cross_entropy(temperature * logits, y)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    model.power_iterate()
+    return float(loss.detach())
