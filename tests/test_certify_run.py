@@ -1,0 +1,218 @@
+"""certify_workdir and certify.py on one tiny trained workdir.
+
+Every run uses the same (n0, n, batch_size) and margin_samples = n, so the
+whole file compiles the Monte Carlo passes once (see certify_run._logits_fn).
+"""
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from hycas_jax import certify_report, checkpointing, data, smoothing, training
+from hycas_jax.config import experiment
+from hycas_jax.evaluation import certify_run, certify_workdir
+
+ROOT = Path(__file__).resolve().parent.parent
+N0, N, BATCH = 16, 64, 32
+FAST = dict(n0=N0, n=N, batch_size=BATCH, margin_samples=N, progress=False)
+# Columns whose values are timings, so they differ between otherwise identical runs.
+TIMES = ("time", "margin_time")
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory):
+    """A one-block HyCAS model (RANI, random projections) trained for 2 steps."""
+    c = experiment("digits8x8", kind="hycas", sigma=0.25)
+    c.model.widths, c.model.strides = (4,), (2,)
+    c.model.streams = (("sncan", "fdpan", "rpfan"),)
+    c.training.batch_size, c.training.num_steps, c.training.warmup_steps = 32, 2, 1
+    c.training.log_every = c.training.checkpoint_every = 2
+    path = tmp_path_factory.mktemp("tiny")
+    training.train(c, str(path), progress=False)
+    return path
+
+
+@pytest.fixture(scope="module")
+def fresh8(workdir, tmp_path_factory):
+    """The log of one uninterrupted run over images 0-7."""
+    out = tmp_path_factory.mktemp("fresh8")
+    certify_workdir(workdir, out_dir=out, max_examples=8, **FAST)
+    return certify_report.read_log(out / "certify_sigma0.25.tsv")
+
+
+def _log(out):
+    return certify_report.read_log(Path(out) / "certify_sigma0.25.tsv")
+
+
+def _assert_same_results(log, reference, rows):
+    for name in reference:
+        if name not in TIMES:
+            np.testing.assert_array_equal(log[name], reference[name][rows], err_msg=name)
+
+
+def test_end_to_end(workdir, tmp_path):
+    summary = certify_workdir(workdir, out_dir=tmp_path, max_examples=3, **FAST)
+    log = _log(tmp_path)
+    assert tuple(log) == (certify_report.COHEN_COLUMNS + certify_run.RS_COLUMNS
+                          + certify_run.MARGIN_COLUMNS)
+    np.testing.assert_array_equal(log["idx"], [0, 1, 2])
+    source, _ = data.get_source("digits8x8", "test")
+    np.testing.assert_array_equal(log["label"], [source[i]["label"] for i in range(3)])
+    np.testing.assert_array_equal(log["correct"], log["predict"] == log["label"])
+    assert np.all(log["count"] <= N) and np.all((log["pA"] >= 0) & (log["pA"] <= 1))
+    assert np.all(log["radius"] >= 0) and np.all(log["margin_radius"] >= 0)
+    # The margin radius is the margin lower bound over sqrt(2) L, when it certifies.
+    certified = log["margin_predict"] >= 0
+    L = summary["settings"]["lipschitz"]
+    np.testing.assert_allclose(log["margin_radius"][certified],
+                               log["margin_lower"][certified] / (np.sqrt(2) * L))
+    assert np.all(log["margin_lower"][~certified] <= 0)
+
+    assert summary["num_images"] == 3 and set(summary["certificates"]) >= {"RS", "margin"}
+    assert "smoothed classifier g, sigma = 0.25" in summary["table"]
+    assert f"L = {L:.6g}" in summary["table"] and "abstain" in summary["table"]
+    assert json.loads((tmp_path / "certify_sigma0.25_summary.json").read_text()) == summary
+    assert (tmp_path / "certify_sigma0.25.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_row_is_cohen_certify_with_the_image_key(workdir, tmp_path, fresh8):
+    """Row idx = smoothing.certify of that image alone with fold_in(key(seed), idx)."""
+    import jax
+    from flax import nnx
+    model, config, _ = training.restore_model(str(workdir))
+    graphdef, params = nnx.split(model)
+    image = next(iter(data.eval_batches("digits8x8", batch_size=8)))["image"][5:6]
+    rs_key, _ = jax.random.split(jax.random.fold_in(jax.random.key(0), 5))
+    result = smoothing.certify(certify_run._logits_fn(graphdef), params, image, rs_key,
+                               num_classes=10, sigma=0.25, n0=N0, n=N, alpha=1e-3,
+                               batch_size=BATCH)
+    assert result.radius[0] == fresh8["radius"][5]
+    assert result.pA_lower[0] == fresh8["pA"][5]
+
+
+def test_skip_takes_every_skip_th_image(workdir, tmp_path, fresh8):
+    certify_workdir(workdir, out_dir=tmp_path, skip=3, max_examples=3, **FAST)
+    log = _log(tmp_path)
+    np.testing.assert_array_equal(log["idx"], [0, 3, 6])
+    _assert_same_results(log, fresh8, [0, 3, 6])
+
+
+def test_resume_appends_and_matches_an_uninterrupted_run(workdir, tmp_path, fresh8):
+    certify_workdir(workdir, out_dir=tmp_path, max_examples=4, **FAST)
+    path = tmp_path / "certify_sigma0.25.tsv"
+    first = path.read_text()
+    certify_workdir(workdir, out_dir=tmp_path, max_examples=8, **FAST)
+    assert path.read_text().startswith(first)
+    log = _log(tmp_path)
+    np.testing.assert_array_equal(log["idx"], np.arange(8))
+    _assert_same_results(log, fresh8, np.arange(8))
+
+
+class _Crash(Exception):
+    pass
+
+
+def test_interrupted_run_resumes_without_repeats(workdir, tmp_path, fresh8, monkeypatch):
+    certify = smoothing.certify
+    calls = []
+
+    def crash_on_third_image(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 3:
+            raise _Crash
+        return certify(*args, **kwargs)
+
+    monkeypatch.setattr(smoothing, "certify", crash_on_third_image)
+    with pytest.raises(_Crash):
+        certify_workdir(workdir, out_dir=tmp_path, max_examples=6, **FAST)
+    monkeypatch.undo()
+    path = tmp_path / "certify_sigma0.25.tsv"
+    assert len(path.read_text().splitlines()) == 3  # header + 2 images
+    with open(path, "a") as f:  # and a row cut short by a kill mid-write
+        f.write("2\t3\t-1\t0.0")
+    certify_workdir(workdir, out_dir=tmp_path, max_examples=6, **FAST)
+    log = _log(tmp_path)
+    np.testing.assert_array_equal(log["idx"], np.arange(6))
+    _assert_same_results(log, fresh8, np.arange(6))
+
+
+def test_resuming_with_other_settings_is_refused(workdir, tmp_path):
+    certify_workdir(workdir, out_dir=tmp_path, max_examples=1, **FAST)
+    before = (tmp_path / "certify_sigma0.25.tsv").read_bytes()
+    with pytest.raises(ValueError, match=r"n: 64 -> 128"):
+        certify_workdir(workdir, out_dir=tmp_path, max_examples=2, **dict(FAST, n=2 * N))
+    assert (tmp_path / "certify_sigma0.25.tsv").read_bytes() == before
+
+
+@pytest.mark.parametrize("setting, value, message", [
+    ("sigma", 0.0, "sigma must be finite and > 0"),
+    ("sigma", -1.0, "sigma must be finite and > 0"),
+    ("alpha", 1.0, r"alpha must be in \(0, 1\)"),
+    ("alpha", 0.0, r"alpha must be in \(0, 1\)"),
+    ("n0", 0, "n0 must be in"),
+    ("n", 0, "n must be in"),
+    ("batch_size", 0, "batch_size must be in"),
+])
+def test_bad_settings_are_named(workdir, tmp_path, setting, value, message):
+    with pytest.raises(ValueError, match=message):
+        certify_workdir(workdir, out_dir=tmp_path, **dict(FAST, **{setting: value}))
+    assert not list(tmp_path.iterdir())
+
+
+def test_data_that_does_not_match_the_model_is_refused(workdir, tmp_path):
+    copy = tmp_path / "copy"
+    shutil.copytree(workdir, copy)
+    config = json.loads((copy / checkpointing.CONFIG_FILE).read_text())
+    config["dataset"]["name"] = "mnist5k"  # 28x28 images for an 8x8 model
+    (copy / checkpointing.CONFIG_FILE).write_text(json.dumps(config))
+    with pytest.raises(ValueError, match="images have shape"):
+        certify_workdir(copy, **FAST)
+    assert not list(copy.glob("certify_*"))
+
+
+def _cli(*args):
+    cmd = [sys.executable, str(ROOT / "certify.py"), "--progress=false", *map(str, args)]
+    return subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300,
+                          env=dict(os.environ, JAX_PLATFORMS="cpu"))
+
+
+def test_cli_certifies(workdir, tmp_path):
+    proc = _cli("--workdir", workdir, "--out_dir", tmp_path, "--max", 2, "--n0", N0, "--n", N,
+                "--batch_size", BATCH, "--no-margin")
+    assert proc.returncode == 0, proc.stderr
+    assert "| RS: smoothed classifier g, sigma = 0.25 |" in proc.stdout
+    assert tuple(_log(tmp_path)) == certify_report.COHEN_COLUMNS + certify_run.RS_COLUMNS
+
+
+def _assert_one_line_error(proc, message):
+    assert proc.returncode != 0
+    assert "Traceback" not in proc.stderr, proc.stderr
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith("certify.py: error:") and message in last, proc.stderr
+
+
+def test_cli_missing_workdir(tmp_path):
+    _assert_one_line_error(_cli("--workdir", tmp_path / "nothing"), "no training run")
+
+
+def test_cli_bad_sigma(workdir, tmp_path):
+    proc = _cli("--workdir", workdir, "--out_dir", tmp_path, "--sigma", -0.5)
+    _assert_one_line_error(proc, "sigma must be finite and > 0, got -0.5")
+
+
+def test_cli_corrupt_checkpoint_leaves_the_log_alone(workdir, tmp_path):
+    copy = tmp_path / "copy"
+    shutil.copytree(workdir, copy)
+    for path in (copy / "checkpoints").rglob("*"):
+        if path.is_file() and "state" in path.parts:
+            path.write_bytes(b"garbage")
+    log = copy / "certify_sigma0.25.tsv"
+    log.write_text("\t".join(certify_report.COHEN_COLUMNS) + "\n0\t1\t1\t0.5\t1\t1.0\n")
+    before = log.read_bytes()
+    _assert_one_line_error(_cli("--workdir", copy), "corrupt")
+    assert log.read_bytes() == before
