@@ -32,7 +32,7 @@ def single_stats(correct, repeats: int, confidence: float = 0.95) -> dict:
     p = correct / repeats
     stderr = np.sqrt(np.sum(p * (1 - p)) / (repeats - 1)) / n if repeats > 1 else float("nan")
     return {"n": int(n), "accuracy": float(p.mean()), "stderr": float(stderr),
-            "ci": scoring.clopper_pearson(int(correct.sum()), n * repeats, confidence)}
+            "ci": list(scoring.clopper_pearson(int(correct.sum()), n * repeats, confidence))}
 
 
 def vote_stats(right, decided) -> dict:

@@ -252,6 +252,5 @@ def attack_workdir(workdir, *, eps_list=None, norm=None, n_iter=None, eot_iter=N
     summary = attack_report.summarize(records, s, model_stochastic=model.stochastic,
                                       workdir=str(workdir))
     attack_report.write(out, summary)
-    if progress:
-        print(summary["table"])
+    print(summary["table"])
     return summary
