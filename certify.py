@@ -25,7 +25,7 @@ flags.DEFINE_float("alpha", None, "Failure probability per image and certificate
 flags.DEFINE_integer("batch_size", None, "Monte Carlo samples per jitted chunk.")
 flags.DEFINE_integer("skip", None, "Certify every skip-th test image.")
 flags.DEFINE_integer("max", None, "Certify at most this many images (<= 0: all).")
-flags.DEFINE_bool("margin", None, "Also the Lipschitz margin certificate (--nomargin / --no-margin: off).")
+flags.DEFINE_bool("margin", None, "Also the Lipschitz margin certificate; off: --no-margin.")
 flags.DEFINE_integer("margin_samples", None, "Monte Carlo samples for the margin certificate.")
 flags.DEFINE_float("logit_bound", None, "Clip for the margin certificate's logits.")
 flags.DEFINE_integer("seed", None, "Root PRNG seed; image idx uses fold_in(key(seed), idx).")

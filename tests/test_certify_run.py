@@ -10,8 +10,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import jax
 import numpy as np
 import pytest
+from flax import nnx
 
 from hycas_jax import certify_report, checkpointing, data, smoothing, training
 from hycas_jax.config import experiment
@@ -80,11 +82,9 @@ def test_end_to_end(workdir, tmp_path):
     assert (tmp_path / "certify_sigma0.25.png").read_bytes()[:4] == b"\x89PNG"
 
 
-def test_row_is_cohen_certify_with_the_image_key(workdir, tmp_path, fresh8):
+def test_row_is_cohen_certify_with_the_image_key(workdir, fresh8):
     """Row idx = smoothing.certify of that image alone with fold_in(key(seed), idx)."""
-    import jax
-    from flax import nnx
-    model, config, _ = training.restore_model(str(workdir))
+    model, _, _ = training.restore_model(str(workdir))
     graphdef, params = nnx.split(model)
     image = next(iter(data.eval_batches("digits8x8", batch_size=8)))["image"][5:6]
     rs_key, _ = jax.random.split(jax.random.fold_in(jax.random.key(0), 5))

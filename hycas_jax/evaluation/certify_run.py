@@ -101,6 +101,8 @@ def planned_indices(num_examples: int, skip: int, max_examples: int | None) -> n
 
 def _images(config, planned: np.ndarray, todo: set[int]):
     """Yields (idx, image float32 (1, H, W, C), label) for the planned indices in `todo`."""
+    if not todo:  # a finished log: no need to read the data
+        return
     batches = data.eval_batches(config.dataset.name, "test", batch_size=64, skip=0,
                                 max_examples=int(planned[-1]) + 1, process_index=0,
                                 process_count=1, **_data_kwargs(config))
@@ -200,16 +202,15 @@ def certify_workdir(workdir, *, out_dir=None, step: int | None = None,
 
 def _run(log, certifier, images, *, total: int, done: int, progress: bool) -> None:
     """Certifies and logs each image; the bar shows the fraction certified correct."""
-    bar = tqdm(total=total, initial=done, desc="certify", unit="img", disable=not progress,
-               dynamic_ncols=True)
     correct = 0
-    for count, (idx, x, label) in enumerate(images, start=1):
-        row = certifier(idx, x, label)
-        log.append(**row)
-        correct += row["correct"]
-        bar.set_postfix(idx=idx, certified_correct=f"{correct / count:.2f}")
-        bar.update(1)
-    bar.close()
+    with tqdm(total=total, initial=done, desc="certify", unit="img", disable=not progress,
+              dynamic_ncols=True) as bar:
+        for count, (idx, x, label) in enumerate(images, start=1):
+            row = certifier(idx, x, label)
+            log.append(**row)
+            correct += row["correct"]
+            bar.set_postfix(idx=idx, certified_correct=f"{correct / count:.2f}")
+            bar.update(1)
 
 
 def _curves(rows: dict, settings: dict) -> dict[str, tuple[str, float, certify_report.Curve]]:
@@ -242,7 +243,8 @@ def _summarize(paths: dict, settings: dict, planned: np.ndarray, workdir) -> dic
     table = certify_report.markdown_table(named, radii) + "\n\n" + _abstain_table(curves)
     summary = {
         "settings": settings, "workdir": str(workdir), "num_images": int(keep.sum()),
-        "seconds_per_image": float(np.mean(rows["time"] + rows.get("margin_time", 0.0)))
+        # Median: the first image of each run also pays for compilation.
+        "median_seconds_per_image": float(np.median(rows["time"] + rows.get("margin_time", 0.0)))
         if keep.any() else None,
         "radii": list(radii), "table": table,
         "certificates": {name: _metrics(classifier, alpha, curve, radii)
