@@ -101,6 +101,9 @@ class Checkpointer:
         step = self.latest_step() if step is None else step
         if step is None:
             raise CheckpointError(f"no checkpoint in {self.directory}")
+        if step not in self.manager.all_steps():
+            raise CheckpointError(f"no checkpoint at step {step} in {self.directory}; "
+                                  f"available: {sorted(self.manager.all_steps())}")
         abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, target)
         try:
             out = self.manager.restore(step, args=ocp.args.Composite(
