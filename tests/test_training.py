@@ -136,3 +136,8 @@ def test_baselines_train_and_adversarial_training_runs(kind, tmp_path):
     final = training.train(config, str(tmp_path / kind), progress=False)
     assert final["step"] == 4 and np.isfinite(final["lipschitz_bound"])
     assert 0.0 <= final["test_clean_accuracy"] <= 1.0
+
+
+def test_a_step_that_was_never_saved_is_named(reference_run):
+    with pytest.raises(checkpointing.CheckpointError, match="no checkpoint at step 7.*available"):
+        training.restore_model(reference_run, step=7)
