@@ -156,3 +156,14 @@ def test_vote_rule_denoises_and_names_itself(problem):
     deterministic = score_vote(fixed_mlp, params, x, y, key, m=16)
     assert deterministic["abstain"] == 0.0
     assert deterministic["accuracy"] == score_single(fixed_mlp, params, x, y, key)["accuracy"]
+
+
+def test_autoattack_rand_attacks_every_point(problem):
+    # A clean pass that happens to misclassify must not leave the point
+    # unattacked: scored again with fresh randomness it would count as robust.
+    params, x, y = problem
+    out = autoattack(noisy_mlp, params, x, y, jax.random.key(5), eps=0.1, version="rand",
+                     n_iter=5, eot_iter=2)
+    moved = np.asarray(jnp.abs(out.x_adv - x).reshape(x.shape[0], -1).max(axis=1)) > 0
+    assert moved.all()
+    assert not (out.broken_by == 0).any()  # no point is credited to the clean check

@@ -10,8 +10,11 @@ Versions:
 A point counts as broken when one fresh stochastic forward pass on the
 attack's output misclassifies it (AutoAttack's own rule). In 'rand' that
 output is each run's highest-EOT-loss point, not the first iterate one lucky
-draw misclassified: the latter is a much weaker attack on a stochastic model. Final scoring,
-with its Monte Carlo uncertainty, is separate: see ``scoring``.
+draw misclassified: the latter is a much weaker attack on a stochastic model.
+For the same reason 'rand' skips the clean pre-check: one stochastic pass that
+happens to misclassify the clean image would leave that point unattacked, and
+re-scoring it with fresh randomness would count it robust. Final scoring, with
+its Monte Carlo uncertainty, is separate: see ``scoring``.
 """
 
 import functools
@@ -88,7 +91,10 @@ def autoattack(logits_fn, params, x, y, key, *, norm="linf", eps, version="rand"
     x, y = jnp.asarray(x, jnp.float32), jnp.asarray(y, jnp.int32)
     attacks = _ensemble(version, norm, eps, n_iter, eot_iter, n_target_classes, square_queries)
     key, clean_key = jax.random.split(key)
-    robust = np.array(_correct(params, x, y, clean_key, logits_fn=logits_fn))
+    if version == "rand":
+        robust = np.ones(x.shape[0], bool)
+    else:
+        robust = np.array(_correct(params, x, y, clean_key, logits_fn=logits_fn))
     broken_by = np.where(robust, -1, 0).astype(np.int32)
     x_adv = x
     for index, (_, attack) in enumerate(attacks, start=1):
