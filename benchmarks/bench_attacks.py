@@ -41,6 +41,26 @@ def noisy_cnn(params, x, key):
     return h.mean(axis=(1, 2)) @ head
 
 
+def measure(logits_fn, params, x, y, *, n_iter, eot_iter, repeats) -> dict:
+    """First-call seconds, then mean seconds and gradient evaluations/s of APGD-EOT runs."""
+    def attack(seed):
+        out = apgd(logits_fn, params, x, y, jax.random.key(seed), eps=8 / 255,
+                   n_iter=n_iter, eot_iter=eot_iter)
+        return jax.block_until_ready(out)
+
+    start = time.perf_counter()
+    attack(0)  # compiles
+    compile_s = time.perf_counter() - start
+    start = time.perf_counter()
+    for seed in range(1, repeats + 1):
+        attack(seed)
+    run_s = (time.perf_counter() - start) / repeats
+    grad_evals = x.shape[0] * (n_iter + 1) * eot_iter
+    return {"device": str(jax.devices()[0]), "batch": x.shape[0], "n_iter": n_iter,
+            "eot_iter": eot_iter, "first_call_s": round(compile_s, 3), "run_s": round(run_s, 4),
+            "grad_evals_per_s": round(grad_evals / run_s, 1)}
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--batch", type=int, default=32)
@@ -51,26 +71,9 @@ def main():
     params = init_cnn(jax.random.key(0))
     x = jax.random.uniform(jax.random.key(1), (args.batch, 32, 32, 3))
     y = jnp.argmax(noisy_cnn(params, x, jax.random.key(2)), axis=1)
-
-    def attack(seed):
-        out = apgd(noisy_cnn, params, x, y, jax.random.key(seed), eps=8 / 255,
-                   n_iter=args.n_iter, eot_iter=args.eot_iter)
-        return jax.block_until_ready(out)
-
-    start = time.perf_counter()
-    attack(0)  # compiles
-    compile_s = time.perf_counter() - start
-    start = time.perf_counter()
-    for seed in range(1, args.repeats + 1):
-        attack(seed)
-    run_s = (time.perf_counter() - start) / args.repeats
-    grad_evals = args.batch * (args.n_iter + 1) * args.eot_iter
-    print(json.dumps({
-        "benchmark": "apgd_eot_small_cnn", "device": str(jax.devices()[0]),
-        "batch": args.batch, "n_iter": args.n_iter, "eot_iter": args.eot_iter,
-        "first_call_s": round(compile_s, 3), "run_s": round(run_s, 4),
-        "grad_evals_per_s": round(grad_evals / run_s, 1),
-    }))
+    print(json.dumps({"benchmark": "apgd_eot_small_cnn", **measure(
+        noisy_cnn, params, x, y, n_iter=args.n_iter, eot_iter=args.eot_iter,
+        repeats=args.repeats)}))
 
 
 if __name__ == "__main__":

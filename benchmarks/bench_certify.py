@@ -1,0 +1,111 @@
+"""Certification: Monte Carlo samples/s of ours vs the PyTorch reference, the
+certified results of both on the same images, and the achieved FLOP rate.
+
+Ours is `smoothing.sample_stats` (all chunks in one jitted call); the
+reference is Cohen et al.'s loop over batches of noisy copies in PyTorch
+eager, NCHW and channels_last. One image per call, as certification runs.
+"""
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import torch
+from scipy import stats
+
+import common
+import torch_reference
+from hycas_jax import functional, smoothing
+
+MATMUL_SIZE = 1024
+
+
+def flops_per_sample(logits_fn, params, image, chunk: int) -> float:
+    """XLA's FLOP count of one vmapped chunk of noisy forward passes, per sample."""
+    def run(params, keys):
+        def one(key):
+            noise_key, model_key = jax.random.split(key)
+            noisy = image + 0.25 * jax.random.normal(noise_key, image.shape)
+            return logits_fn(params, noisy, model_key)
+        return jax.vmap(one)(keys)
+
+    keys = jax.random.split(jax.random.key(0), chunk)
+    cost = jax.jit(run).lower(params, keys).compile().cost_analysis()
+    cost = cost[0] if isinstance(cost, (list, tuple)) else cost
+    return float(cost["flops"]) / chunk
+
+
+def matmul_contender():
+    """A jitted float32 square matmul and its FLOP count (the machine's peak proxy)."""
+    a = jax.random.normal(jax.random.key(0), (MATMUL_SIZE, MATMUL_SIZE), jnp.float32)
+    matmul = jax.jit(lambda a: a @ a)
+    return (lambda: matmul(a).block_until_ready()), 2.0 * MATMUL_SIZE ** 3
+
+
+def _torch_image(image: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(np.transpose(image, (2, 0, 1)).copy())
+
+
+def throughput(name: str, *, num: int, chunk: int, repeats: int, sigma: float = 0.25) -> dict:
+    """Samples/s of ours and of the reference (both layouts), interleaved, with the
+    FLOP rate of ours against a jitted matmul timed in the same rounds."""
+    config, _, _, _, model = common.jax_model(name)
+    logits_fn, params = functional(model)
+    classes = config.model.num_classes
+    image = common.images(config.model.image_shape, 1)
+    reference, timg = torch_reference.from_jax(model), _torch_image(image[0])
+    key = jax.random.key(0)
+    matmul, matmul_flops = matmul_contender()
+    ours = lambda: smoothing.sample_stats(logits_fn, params, image, key, num_classes=classes,
+                                          sigma=sigma, num=num, chunk_size=chunk)
+    torch_run = lambda cl: (lambda: torch_reference.sample_counts(
+        reference, timg, num=num, batch_size=chunk, sigma=sigma, num_classes=classes,
+        channels_last=cl))
+    t = common.interleaved({"ours": ours, "torch_nchw": torch_run(False),
+                            "torch_channels_last": torch_run(True), "matmul": matmul}, repeats)
+    best_torch = min(t["torch_nchw"], t["torch_channels_last"])
+    flops = flops_per_sample(logits_fn, params, jnp.asarray(image), chunk)
+    matmul_rate = matmul_flops / t["matmul"]
+    return {"model": name, "samples": num, "chunk": chunk, "repeats": repeats,
+            "ours_samples_per_s": num / t["ours"],
+            "torch_nchw_samples_per_s": num / t["torch_nchw"],
+            "torch_channels_last_samples_per_s": num / t["torch_channels_last"],
+            "speedup_vs_best_torch": best_torch / t["ours"],
+            "flops_per_sample": flops, "achieved_gflops": flops * num / t["ours"] / 1e9,
+            "matmul_gflops": matmul_rate / 1e9,
+            "fraction_of_matmul_rate": flops * num / t["ours"] / matmul_rate}
+
+
+def agreement(name: str, *, count: int, n0: int, n: int, chunk: int, sigma: float = 0.25,
+              alpha: float = 1e-3) -> list:
+    """CERTIFY by ours and by the reference on the same images (independent noise)."""
+    config, _, _, _, model = common.jax_model(name)
+    logits_fn, params = functional(model)
+    classes = config.model.num_classes
+    batch = common.images(config.model.image_shape, count, seed=1)
+    reference = torch_reference.from_jax(model)
+    rows = []
+    for i, image in enumerate(batch):
+        ours = smoothing.certify(logits_fn, params, image[None], jax.random.key(i), num_classes=classes,
+                                 sigma=sigma, n0=n0, n=n, alpha=alpha, batch_size=chunk)
+        torch.manual_seed(i)
+        theirs = torch_certify(reference, _torch_image(image), classes, n0=n0, n=n, chunk=chunk,
+                               sigma=sigma, alpha=alpha)
+        rows.append({"model": name, "image": i, "n0": n0, "n": n, "sigma": sigma,
+                     "ours_prediction": int(ours.prediction[0]), "ours_radius": float(ours.radius[0]),
+                     "ours_top_fraction": float(ours.counts[0].max() / n),
+                     **{f"torch_{k}": v for k, v in theirs.items()}})
+    return rows
+
+
+def torch_certify(reference, image, classes, *, n0, n, chunk, sigma, alpha) -> dict:
+    """Cohen et al.'s CERTIFY with the reference's sampling loop."""
+    run = lambda num: torch_reference.sample_counts(reference, image, num=num, batch_size=chunk,
+                                                    sigma=sigma, num_classes=classes)
+    top = int(np.argmax(run(n0)))
+    counts = run(n)
+    p_lower = float(smoothing.clopper_pearson_lower(counts[top], n, alpha))
+    certified = p_lower >= 0.5
+    return {"prediction": top if certified else -1,
+            "radius": float(sigma * stats.norm.ppf(p_lower)) if certified else 0.0,
+            "top_fraction": float(counts.max() / n)}

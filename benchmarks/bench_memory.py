@@ -1,0 +1,63 @@
+"""Peak resident memory and first-call compile time of certifying one image.
+
+Run in a fresh process (run.py starts it) so ru_maxrss is this job's peak:
+
+  python benchmarks/bench_memory.py --model "small_cnn 28x28x1" --n 100000
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import time
+
+import jax
+
+import common
+from hycas_jax import functional, smoothing
+
+COMPILE_EVENTS = ("/jax/core/compile/jaxpr_trace_duration",
+                  "/jax/core/compile/jaxpr_to_mlir_module_duration",
+                  "/jax/core/compile/backend_compile_duration")
+
+
+def peak_rss_mb() -> float:
+    """Peak resident memory of this process image, MB.
+
+    VmHWM, not ru_maxrss: Linux carries ru_maxrss across fork + exec, so a
+    child of a large benchmark process would report its parent's peak.
+    """
+    try:
+        with open("/proc/self/status") as f:
+            return next(int(line.split()[1]) for line in f if line.startswith("VmHWM")) / 1024.0
+    except (OSError, StopIteration):
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # Linux: KiB
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default="small_cnn 28x28x1", choices=sorted(common.CONFIGS))
+    parser.add_argument("--n", type=int, default=100_000)
+    parser.add_argument("--n0", type=int, default=100)
+    parser.add_argument("--batch_size", type=int, default=1000)
+    args = parser.parse_args()
+    compile_s = []
+    jax.monitoring.register_event_duration_secs_listener(
+        lambda event, secs, **_: compile_s.append(secs) if event in COMPILE_EVENTS else None)
+    config, _, _, _, model = common.jax_model(args.model)
+    logits_fn, params = functional(model)
+    image = common.images(config.model.image_shape, 1)
+    before_rss, before_compile = peak_rss_mb(), sum(compile_s)
+    start = time.perf_counter()
+    result = smoothing.certify(logits_fn, params, image, jax.random.key(0),
+                               num_classes=config.model.num_classes, sigma=0.25, n0=args.n0,
+                               n=args.n, batch_size=args.batch_size)
+    wall = time.perf_counter() - start
+    print(json.dumps({"model": args.model, "n0": args.n0, "n": args.n, "batch_size": args.batch_size,
+                      "first_call_s": wall, "certify_compile_s": sum(compile_s) - before_compile,
+                      "peak_rss_mb": peak_rss_mb(), "rss_before_certify_mb": before_rss,
+                      "prediction": int(result.prediction[0])}))
+
+
+if __name__ == "__main__":
+    main()

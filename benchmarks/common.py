@@ -1,0 +1,75 @@
+"""Shared benchmark helpers: interleaved timing, machine description, models.
+
+Every ratio in the results comes from `interleaved`: the contenders run in
+turn (A, B, A, B, ...) in one process and each is summarized by its median, so
+load from other processes on a shared machine hits all of them alike.
+"""
+from __future__ import annotations
+
+import os
+import platform
+import statistics
+import time
+from typing import Callable, Dict
+
+import flax
+import jax
+import numpy as np
+from flax import nnx
+
+from hycas_jax import config as experiments
+from hycas_jax.training.loop import initial_state
+
+# name -> experiment config of each benchmarked model (image shape in the name).
+CONFIGS = {
+    "small_cnn 28x28x1": lambda: experiments.experiment("mnist5k"),
+    "small_cnn 32x32x3": lambda: experiments.experiment("cifar10", backbone="small_cnn"),
+    "resnet18 32x32x3": lambda: experiments.experiment("cifar10"),
+}
+
+
+def interleaved(contenders: Dict[str, Callable[[], object]], repeats: int) -> Dict[str, float]:
+    """Median seconds per call of each contender, after one untimed warm-up call each."""
+    for fn in contenders.values():
+        fn()
+    times = {name: [] for name in contenders}
+    for _ in range(repeats):
+        for name, fn in contenders.items():
+            start = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - start)
+    return {name: statistics.median(t) for name, t in times.items()}
+
+
+def jax_model(name: str):
+    """-> (experiment config, graphdef, train state, optax tx, nnx model) of a benchmarked model."""
+    config = CONFIGS[name]()
+    graphdef, state, tx = initial_state(config)
+    model = nnx.merge(graphdef, state["params"], state["rest"])
+    return config, graphdef, state, tx, model
+
+
+def images(shape, count: int, seed: int = 0) -> np.ndarray:
+    """Uniform raw-pixel images (count, H, W, C) in [0, 1]."""
+    return np.random.default_rng(seed).uniform(0.0, 1.0, (count, *shape)).astype(np.float32)
+
+
+def machine() -> dict:
+    """CPU model, core count and library versions for the results header."""
+    cpu = platform.processor() or "unknown"
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    versions = {"jax": jax.__version__, "jaxlib": jax.lib.__version__, "flax": flax.__version__,
+                "numpy": np.__version__}
+    try:
+        import torch
+        versions["torch"] = torch.__version__
+        torch_threads = torch.get_num_threads()
+    except ImportError:
+        versions["torch"], torch_threads = None, None
+    return {"cpu": cpu, "cores": os.cpu_count(), "jax_device": str(jax.devices()[0]),
+            "torch_threads": torch_threads, "versions": versions,
+            "load_average_at_start": os.getloadavg()[0]}
