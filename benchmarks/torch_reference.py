@@ -193,8 +193,6 @@ class RPFANStream(nn.Module):
     def __init__(self, jax_stream):
         super().__init__()
         self.k, self.stride, self.channels = jax_stream.kernel_size, jax_stream.stride, jax_stream.channels
-        if self.k % 2 == 0:
-            raise NotImplementedError("odd kernel sizes only (JAX pads SAME at stride 1)")
         self.mix, self.rani = OrthogonalMix(jax_stream.mix), _rani(jax_stream)
 
     def forward(self, x, noise):
@@ -202,9 +200,11 @@ class RPFANStream(nn.Module):
         b, c, h, w = mixed.shape
         filters = noise.filters(b, c, self.k)
         filters = filters / (filters.abs().sum(dim=(2, 3), keepdim=True) + 1e-12)
-        # One grouped conv over (sample, channel) pairs: every sample its own filters.
-        out = F.conv2d(mixed.reshape(1, b * c, h, w), filters.reshape(b * c, 1, self.k, self.k),
-                       stride=self.stride, padding=self.k // 2, groups=b * c)
+        # One grouped conv over (sample, channel) pairs: every sample its own filters,
+        # padded as JAX pads SAME at this stride.
+        (hlo, hhi), (wlo, whi) = (same_padding(size, self.k, self.stride) for size in (h, w))
+        out = F.conv2d(F.pad(mixed.reshape(1, b * c, h, w), (wlo, whi, hlo, hhi)),
+                       filters.reshape(b * c, 1, self.k, self.k), stride=self.stride, groups=b * c)
         return self.rani(out.reshape(b, c, *out.shape[2:]), noise)
 
 

@@ -93,6 +93,6 @@ class PlainConv(nnx.Module):
 
 def power_iterate_all(model: nnx.Module) -> None:
     """Advances every SNC's power-iteration state inside `model` by one step."""
-    for _, module in model.iter_modules():
+    for _, module in nnx.iter_modules(model):
         if isinstance(module, SNConv):
             module.power_iterate()

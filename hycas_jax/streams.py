@@ -95,16 +95,19 @@ def random_projection_filters(key: jax.Array, kernel_size: int, channels: int) -
 def depthwise_conv(x: jax.Array, filters: jax.Array, stride: int) -> jax.Array:
     """SAME-padded depthwise conv of NHWC `x` with (k, k, 1, C) `filters`.
 
-    Written as k*k shifted multiply-adds rather than a grouped convolution:
-    XLA's CPU grouped conv is several times slower, and this form batches
-    cheaply under vmap when every sample has its own filters.
+    Padded exactly as `lax.conv` pads "SAME" at this stride, so the output
+    grid lines up with the SNC streams' that the gate adds it to. Written as
+    k*k strided multiply-adds rather than a grouped convolution: XLA's CPU
+    grouped conv is several times slower, and this form batches cheaply under
+    vmap when every sample has its own filters.
     """
     k = filters.shape[0]
-    lo = (k - 1) // 2
-    h, w = x.shape[1], x.shape[2]
-    padded = jnp.pad(x, ((0, 0), (lo, k - 1 - lo), (lo, k - 1 - lo), (0, 0)))
-    out = sum(padded[:, i:i + h, j:j + w, :] * filters[i, j, 0] for i in range(k) for j in range(k))
-    return out[:, ::stride, ::stride, :] if stride > 1 else out
+    pads = jax.lax.padtype_to_pads(x.shape[1:3], (k, k), (stride, stride), "SAME")
+    padded = jnp.pad(x, ((0, 0), *pads, (0, 0)))
+    out_h, out_w = -(-x.shape[1] // stride), -(-x.shape[2] // stride)
+    span_h, span_w = (out_h - 1) * stride + 1, (out_w - 1) * stride + 1
+    return sum(padded[:, i:i + span_h:stride, j:j + span_w:stride, :] * filters[i, j, 0]
+               for i in range(k) for j in range(k))
 
 
 class RPFAN(_Stream):

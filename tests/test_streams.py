@@ -65,3 +65,15 @@ def test_rpfan_bound_holds_for_extreme_draws():
     for k in [np.eye(3)[:, :, None, None] / 3.0, np.ones((3, 3, 1, 1)) / 9.0]:
         dense = dense_matrix(lambda x: spectral.conv2d(x, jnp.asarray(k, jnp.float32)), (1, 5, 5, 1))
         assert top_singular_value(dense) <= 1.0 + 1e-6
+
+
+@pytest.mark.parametrize("k,stride,hw", [(3, 2, (6, 6)), (3, 2, (7, 5)), (2, 2, (6, 6)), (5, 1, (6, 7))])
+def test_depthwise_random_filters_match_a_grouped_same_conv(k, stride, hw):
+    # Same grid as the SNC streams: the gate adds the streams position by position.
+    from hycas_jax.streams import depthwise_conv
+    x = jax.random.normal(jax.random.key(0), (2, *hw, 3))
+    filters = random_projection_filters(jax.random.key(1), k, 3)
+    expected = jax.lax.conv_general_dilated(
+        x, filters, (stride, stride), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC"),
+        feature_group_count=3)
+    np.testing.assert_allclose(depthwise_conv(x, filters, stride), expected, rtol=1e-5, atol=1e-6)
