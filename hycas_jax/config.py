@@ -5,7 +5,8 @@ loaded by `train.py` / `certify.py` through absl's config_flags, so every
 field can be overridden on the command line (`--config.training.sigma=0.5`).
 
 Sections: `dataset` (name, data_dir, kwargs), `model` (see
-`hycas_jax.models`), `training`, `certify`, `attack`.
+`hycas_jax.models`), `training`, `certify`, `attack`, `mesh` (device mesh
+axis sizes, see `hycas_jax.distributed.make_mesh`).
 """
 from __future__ import annotations
 
@@ -73,6 +74,10 @@ def experiment(dataset: str = "mnist5k", *, kind: str = "hycas", rani: str = "pe
     r.margin_samples = 1000
     r.logit_bound = 10.0
     r.seed = 0
+
+    # Data parallelism over every device of every process by default; 'model'
+    # is reserved for sharding parameters (size 1: replicated).
+    c.mesh = ml_collections.ConfigDict({"data": -1, "model": 1})
 
     a = c.attack = ml_collections.ConfigDict()
     a.norm = "linf"

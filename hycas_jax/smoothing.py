@@ -17,6 +17,9 @@ do not depend on the grouping, certify each image with its own key, e.g.
 `fold_in(key, image_index)`.
 
 Counting is exact (int32 on device); the statistics run in float64 on the host.
+Every entry point takes an optional `mesh` that deals the chunks of samples
+over its devices (and hosts): the same samples are drawn, so counts,
+predictions and radii equal the one-device results exactly.
 """
 from __future__ import annotations
 
@@ -29,6 +32,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from scipy import stats
+
+from hycas_jax import distributed
 
 LogitsFn = Callable[..., jax.Array]
 
@@ -128,13 +133,15 @@ def validate_sigma(sigma, allow_zero: bool = False) -> float:
 
 # ------------------------------------------------------------ Monte Carlo pass
 
-@functools.partial(jax.jit, static_argnames=("logits_fn", "num_classes", "num", "chunk_size"))
-def _monte_carlo(logits_fn, params, x, key, sigma, bound, *, num_classes, num, chunk_size):
-    """One jitted pass: `num` samples in chunks of `chunk_size` lanes.
+def _chunk_sums(logits_fn, params, x, key, sigma, bound, *, num_classes, num, chunk_size,
+                first, stride, rounds, axes=()):
+    """Counts and clipped-logit sums of chunks first, first + stride, ... (`rounds` of them).
 
-    jit caches one executable per (logits_fn, shapes, num_classes, num,
-    chunk_size); sigma and bound are traced, so changing them does not
-    recompile. Returns int32 counts (B, K) and float32 clipped-logit sums (B, K).
+    Chunk c holds samples [c * chunk_size, (c + 1) * chunk_size), masked at
+    `num`: a sample's draws depend on its index j alone, so any assignment of
+    chunks to devices counts the same samples. `axes`: the shard_map mesh
+    axes this runs under, if any. Returns int32 counts (B, K) and float32
+    sums (B, K).
     """
     batch = x.shape[0]
     lanes = jnp.arange(chunk_size)
@@ -149,9 +156,9 @@ def _monte_carlo(logits_fn, params, x, key, sigma, bound, *, num_classes, num, c
                 f"{logits.shape} for a batch of {batch}")
         return logits
 
-    def chunk(c, carry):
+    def chunk(r, carry):
         counts, sums = carry
-        j = c * chunk_size + lanes
+        j = (first + r * stride) * chunk_size + lanes
         logits = jax.vmap(one_sample)(j)  # (chunk, B, K)
         valid = (j < num)[:, None, None]  # masks the tail so exactly `num` samples count
         votes = jax.nn.one_hot(jnp.argmax(logits, axis=-1), num_classes, dtype=jnp.int32)
@@ -161,35 +168,82 @@ def _monte_carlo(logits_fn, params, x, key, sigma, bound, *, num_classes, num, c
 
     init = (jnp.zeros((batch, num_classes), jnp.int32),
             jnp.zeros((batch, num_classes), jnp.float32))
-    return jax.lax.fori_loop(0, -(-num // chunk_size), chunk, init)
+    if axes:  # each device's running sums differ: shard_map must type them as varying
+        init = jax.lax.pcast(init, axes, to="varying")
+    return jax.lax.fori_loop(0, rounds, chunk, init)
 
 
-def _sum_error_bound(num: int, chunk_size: int, bound: float) -> float:
+@functools.partial(jax.jit, static_argnames=("logits_fn", "num_classes", "num", "chunk_size"))
+def _monte_carlo(logits_fn, params, x, key, sigma, bound, *, num_classes, num, chunk_size):
+    """One jitted pass on one device: `num` samples in chunks of `chunk_size` lanes.
+
+    jit caches one executable per (logits_fn, shapes, num_classes, num,
+    chunk_size); sigma and bound are traced, so changing them does not
+    recompile.
+    """
+    return _chunk_sums(logits_fn, params, x, key, sigma, bound, num_classes=num_classes,
+                       num=num, chunk_size=chunk_size, first=0, stride=1,
+                       rounds=-(-num // chunk_size))
+
+
+@functools.partial(jax.jit,
+                   static_argnames=("logits_fn", "num_classes", "num", "chunk_size", "mesh"))
+def _monte_carlo_sharded(logits_fn, params, x, key, sigma, bound, *, num_classes, num,
+                         chunk_size, mesh):
+    """`_monte_carlo` with the chunks dealt round-robin over every device of `mesh`.
+
+    Device d runs chunks d, d + D, ...; the int32 counts are summed across
+    devices (exact), so they equal the one-device counts for the same key.
+    """
+    axes, devices = tuple(mesh.axis_names), mesh.size
+    rounds = -(-(-(-num // chunk_size)) // devices)
+
+    def local(params, x, key, sigma, bound):
+        counts, sums = _chunk_sums(
+            logits_fn, params, x, key, sigma, bound, num_classes=num_classes, num=num,
+            chunk_size=chunk_size, first=jax.lax.axis_index(axes), stride=devices, rounds=rounds,
+            axes=axes)
+        return jax.lax.psum(counts, axes), jax.lax.psum(sums, axes)
+
+    replicated = jax.sharding.PartitionSpec()
+    return jax.shard_map(local, mesh=mesh, in_specs=(replicated,) * 5,
+                         out_specs=(replicated, replicated))(params, x, key, sigma, bound)
+
+
+def _sum_error_bound(num: int, chunk_size: int, bound: float, devices: int = 1) -> float:
     """Bound on |float32 sum - exact sum| of `num` terms in [-bound, bound].
 
-    Each term passes through at most (chunk_size - 1) additions inside its chunk
-    and num_chunks more in the carry, whatever order XLA reduces in, so the
-    classic bound gamma_k * sum|v| with k = chunk_size + num_chunks holds.
+    Each term passes through at most (chunk_size - 1) additions inside its chunk,
+    one per chunk its device runs in the carry, and (devices - 1) in the sum
+    across devices, whatever order XLA reduces in, so the classic bound
+    gamma_k * sum|v| with k = chunk_size + chunks per device + devices - 1 holds.
     """
-    k = chunk_size + -(-num // chunk_size)
+    k = chunk_size + -(-(-(-num // chunk_size)) // devices) + devices - 1
     gamma = k * _F32_UNIT_ROUNDOFF / (1.0 - k * _F32_UNIT_ROUNDOFF)
     return gamma * num * bound
 
 
 def _sample_stats(logits_fn, params, x, key, *, num_classes, sigma, num, chunk_size,
-                  logit_bound=math.inf) -> MonteCarloStats:
+                  logit_bound=math.inf, mesh=None) -> MonteCarloStats:
     """`sample_stats` without input validation (x already float32)."""
     chunk_size = min(chunk_size, num)
     bound = float(np.float32(logit_bound))  # the clip really applied on device
-    counts, sums = _monte_carlo(
-        logits_fn, params, x, key, jnp.float32(sigma), jnp.float32(bound),
-        num_classes=num_classes, num=num, chunk_size=chunk_size)
+    args = (logits_fn, params, x, key, jnp.float32(sigma), jnp.float32(bound))
+    static = dict(num_classes=num_classes, num=num, chunk_size=chunk_size)
+    if mesh is None:
+        counts, sums = _monte_carlo(*args, **static)
+    else:
+        params, x, key = distributed.replicate((params, x, key), mesh)
+        counts, sums = _monte_carlo_sharded(logits_fn, params, x, key, *args[4:], mesh=mesh,
+                                            **static)
     return MonteCarloStats(np.asarray(counts, np.int64), np.asarray(sums, np.float64),
-                           _sum_error_bound(num, chunk_size, bound), num)
+                           _sum_error_bound(num, chunk_size, bound, 1 if mesh is None else mesh.size),
+                           num)
 
 
 def sample_stats(logits_fn: LogitsFn, params, x, key, *, num_classes: int, sigma: float,
-                 num: int, chunk_size: int, logit_bound: float = math.inf) -> MonteCarloStats:
+                 num: int, chunk_size: int, logit_bound: float = math.inf,
+                 mesh=None) -> MonteCarloStats:
     """Monte Carlo class counts and clipped-logit sums for a batch, in one pass.
 
     x: float (B, H, W, C) raw pixels in [0, 1]. Sample j adds its own noise
@@ -198,6 +252,10 @@ def sample_stats(logits_fn: LogitsFn, params, x, key, *, num_classes: int, sigma
     time, all chunks looped inside one jitted call; `num` need not be a
     multiple of `chunk_size`. `logit_bound` clips the logits to
     [-b, b] (b rounded to float32) before summing; inf sums raw logits.
+    `mesh` (a `jax.sharding.Mesh`, None: one device) spreads the chunks over
+    all its devices, across processes too; counts are then identical to the
+    one-device counts and sums equal up to float32 rounding. On several
+    processes, all must call with the same arguments.
     """
     validate_count(num_classes, "num_classes", 2)
     if not float(logit_bound) > 0.0:
@@ -205,14 +263,14 @@ def sample_stats(logits_fn: LogitsFn, params, x, key, *, num_classes: int, sigma
     return _sample_stats(
         logits_fn, params, validate_images(x), key, num_classes=num_classes,
         sigma=validate_sigma(sigma, allow_zero=True), num=validate_count(num, "num"),
-        chunk_size=validate_count(chunk_size, "chunk_size"), logit_bound=logit_bound)
+        chunk_size=validate_count(chunk_size, "chunk_size"), logit_bound=logit_bound, mesh=mesh)
 
 
 def sample_counts(logits_fn: LogitsFn, params, x, key, *, num_classes: int, sigma: float,
-                  num: int, chunk_size: int) -> np.ndarray:
+                  num: int, chunk_size: int, mesh=None) -> np.ndarray:
     """Monte Carlo class counts, int64 (B, num_classes); see `sample_stats`."""
     return sample_stats(logits_fn, params, x, key, num_classes=num_classes, sigma=sigma,
-                        num=num, chunk_size=chunk_size).counts
+                        num=num, chunk_size=chunk_size, mesh=mesh).counts
 
 
 # ------------------------------------------------------------------ statistics
@@ -245,20 +303,22 @@ def _validate_run(x, num_classes, sigma, alpha, batch_size):
 
 def certify(logits_fn: LogitsFn, params, x, key, *, num_classes: int, sigma: float,
             n0: int = 100, n: int = 100_000, alpha: float = 1e-3,
-            batch_size: int) -> CertifyResult:
+            batch_size: int, mesh=None) -> CertifyResult:
     """Cohen et al.'s CERTIFY for each image of x (B, H, W, C) in raw pixels.
 
     n0 selection samples pick cA; n fresh samples (an independent key) count
     it; pA_lower is the one-sided Clopper-Pearson bound at level alpha; abstain
     if pA_lower < 1/2, else radius sigma * Phi^-1(pA_lower) in float64. With
     probability >= 1 - alpha per image, g predicts cA within that l2 radius.
-    `batch_size` is the number of Monte Carlo samples per vmapped chunk.
+    `batch_size` is the number of Monte Carlo samples per vmapped chunk;
+    `mesh` spreads the chunks over devices with identical results (see
+    `sample_stats`).
     """
     x, sigma, alpha = _validate_run(x, num_classes, sigma, alpha, batch_size)
     n0, n = validate_count(n0, "n0"), validate_count(n, "n")
     selection_key, estimation_key = jax.random.split(key)
     run = functools.partial(_sample_stats, logits_fn, params, x, num_classes=num_classes,
-                            sigma=sigma, chunk_size=batch_size)
+                            sigma=sigma, chunk_size=batch_size, mesh=mesh)
     counts_selection = run(selection_key, num=n0).counts
     counts = run(estimation_key, num=n).counts
     top = counts_selection.argmax(axis=1)
@@ -271,16 +331,19 @@ def certify(logits_fn: LogitsFn, params, x, key, *, num_classes: int, sigma: flo
 
 
 def predict(logits_fn: LogitsFn, params, x, key, *, num_classes: int, sigma: float,
-            n: int = 100_000, alpha: float = 1e-3, batch_size: int) -> PredictResult:
+            n: int = 100_000, alpha: float = 1e-3, batch_size: int,
+            mesh=None) -> PredictResult:
     """Cohen et al.'s PREDICT for each image of x (B, H, W, C) in raw pixels.
 
     n samples; the top two counts nA, nB; abstain (-1) when the two-sided
     binomial test of nA ~ Binomial(nA + nB, 1/2) has p-value > alpha. A
     non-abstaining answer differs from g(x) with probability <= alpha.
+    `mesh`: as in `certify`.
     """
     x, sigma, alpha = _validate_run(x, num_classes, sigma, alpha, batch_size)
     counts = _sample_stats(logits_fn, params, x, key, num_classes=num_classes, sigma=sigma,
-                           num=validate_count(n, "n"), chunk_size=batch_size).counts
+                           num=validate_count(n, "n"), chunk_size=batch_size,
+                           mesh=mesh).counts
     order = np.argsort(-counts, axis=1, kind="stable")
     rows = np.arange(len(counts))
     pvalue = binomial_pvalue(counts[rows, order[:, 0]], counts[rows, order[:, 1]])

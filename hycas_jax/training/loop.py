@@ -4,6 +4,11 @@ A run killed at any point and restarted with the same command resumes from
 its last checkpoint (model, optimizer, step, input position) and ends in the
 same state as an uninterrupted run: step keys are `fold_in(root_key, step)`
 and the grain iterator's position is checkpointed with the model.
+
+The run uses the device mesh of `config.mesh` over all processes' devices:
+each process reads its own shard of the data, the batch is split over the
+`data` axis, the state is replicated (`hycas_jax.distributed`). Only process
+0 writes config, metrics and logs; orbax coordinates checkpoint writes.
 """
 from __future__ import annotations
 
@@ -17,7 +22,7 @@ import numpy as np
 from flax import nnx
 from tqdm.auto import tqdm
 
-from hycas_jax import checkpointing, data, lipschitz, models
+from hycas_jax import checkpointing, data, distributed, lipschitz, models
 from hycas_jax.training.optim import make_optimizer, make_schedule
 from hycas_jax.training.step import make_eval_fn, make_train_step, split_model
 
@@ -45,19 +50,34 @@ def _dataset_info(config):
     return info
 
 
-def initial_state(config):
-    """Builds the model and the train state it starts from. -> (graphdef, state, tx)."""
+def make_mesh(config):
+    """The config's device mesh ({'data': -1} when the config has no `mesh`)."""
+    return distributed.make_mesh(config.get("mesh", None) or {distributed.DATA: -1})
+
+
+def initial_state(config, mesh=None):
+    """Builds the model and the train state it starts from. -> (graphdef, state, tx).
+
+    With a mesh, the state is replicated on it; every process builds the same
+    state from the same seed.
+    """
     init_key, _, _ = _keys(config.training.seed)
     model = models.build(config.model, key=init_key)
     graphdef, params, rest = split_model(model)
     tx = make_optimizer(config.training)
     state = {"step": jnp.zeros((), jnp.int32), "params": params, "rest": rest,
              "opt_state": tx.init(params)}
+    if mesh is not None:
+        state = distributed.replicate(state, mesh)
     return graphdef, state, tx
 
 
 def model_from_state(graphdef, state) -> nnx.Module:
     return nnx.merge(graphdef, state["params"], state["rest"])
+
+
+def _lipschitz_bound(graphdef, state) -> float:
+    return lipschitz.network_bound(model_from_state(graphdef, distributed.local_copy(state)))
 
 
 class _Writer:
@@ -84,19 +104,34 @@ class _Writer:
             self.jsonl.close()
 
 
-def evaluate(config, graphdef, state, *, split="test", max_examples=None, seed=0) -> dict:
-    """Clean and noisy accuracy of one stochastic pass over a split."""
-    correct_fn = make_eval_fn(graphdef)
+def _eval_batch_size(mesh) -> int:
+    """256 rounded up to a multiple of the data axis and the process count; the
+    same on every mesh that divides 256, so such meshes draw the same noise."""
+    parts = int(np.lcm(mesh.shape[distributed.DATA], jax.process_count()))
+    return -(-256 // parts) * parts
+
+
+def evaluate(config, graphdef, state, *, split="test", max_examples=None, seed=0,
+             mesh=None) -> dict:
+    """Clean and noisy accuracy of one stochastic pass over a split.
+
+    mesh: where `state` lives (None: one device); each process reads its
+    share of every batch.
+    """
+    mesh = mesh or distributed.make_mesh({distributed.DATA: 1}, jax.devices()[:1])
+    correct_fn = make_eval_fn(graphdef, mesh)
     key = jax.random.key(seed)
     totals = {"clean": 0, "noisy": 0}
     count = 0
-    for i, batch in enumerate(data.eval_batches(config.dataset.name, split, batch_size=250,
+    for i, batch in enumerate(data.eval_batches(config.dataset.name, split,
+                                                batch_size=_eval_batch_size(mesh),
                                                 max_examples=max_examples, **_data_kwargs(config))):
         mask = np.asarray(batch["mask"])
-        x, y = jnp.asarray(batch["image"]), jnp.asarray(np.where(mask, batch["label"], -1))
+        local = {"x": batch["image"], "y": np.where(mask, batch["label"], -1), "mask": mask}
+        g = distributed.global_batch(local, mesh)
         for name, sigma in (("clean", 0.0), ("noisy", config.training.sigma)):
-            totals[name] += int(correct_fn(state, x, y, jax.random.fold_in(key, i), sigma))
-        count += int(mask.sum())
+            totals[name] += int(correct_fn(state, g["x"], g["y"], jax.random.fold_in(key, i), sigma))
+        count += int(jnp.sum(g["mask"]))
     return {f"test_{k}_accuracy": v / max(count, 1) for k, v in totals.items()}
 
 
@@ -107,30 +142,33 @@ def train(config, workdir: str, *, progress: bool = True) -> dict:
         checkpointing.save_config(workdir, config)
     _dataset_info(config)
     tcfg = config.training
-    graphdef, state, tx = initial_state(config)
+    mesh = make_mesh(config)
+    distributed.check_divisible(tcfg.batch_size, mesh, "training.batch_size")
+    graphdef, state, tx = initial_state(config, mesh)
     _, train_key, log_key = _keys(tcfg.seed)
     ckpt = checkpointing.Checkpointer(workdir, max_to_keep=tcfg.keep_checkpoints)
     it = data.train_iterator(config.dataset.name, batch_size=tcfg.batch_size, seed=tcfg.seed,
                              **_data_kwargs(config))
     if ckpt.latest_step() is not None:
         state, meta = ckpt.restore(state)
+        # Process 0's position serves all: every shard has consumed the same count.
         it.set_state(meta["data"])
-    step_fn = make_train_step(graphdef, tx, tcfg)
-    eval_fn = make_eval_fn(graphdef)
+    step_fn = make_train_step(graphdef, tx, tcfg, mesh)
+    eval_fn = make_eval_fn(graphdef, mesh)
     schedule = make_schedule(tcfg)
     writer = _Writer(workdir)
     start = int(state["step"])
-    bar = tqdm(total=tcfg.num_steps, initial=start, desc="train", disable=not progress,
-               dynamic_ncols=True)
+    bar = tqdm(total=tcfg.num_steps, initial=start, desc="train",
+               disable=not progress or jax.process_index() != 0, dynamic_ncols=True)
     for step in range(start, tcfg.num_steps):
-        batch = {k: jnp.asarray(v) for k, v in next(it).items()}
+        batch = distributed.global_batch(next(it), mesh)
         state, metrics = step_fn(state, batch, train_key)
         done = step + 1
         if done % tcfg.log_every == 0 or done == tcfg.num_steps:
             metrics = {k: float(v) for k, v in metrics.items()}
             clean = eval_fn(state, batch["image"], batch["label"], jax.random.fold_in(log_key, done), 0.0)
             metrics["clean_accuracy"] = float(clean) / batch["label"].shape[0]
-            metrics["lipschitz_bound"] = lipschitz.network_bound(model_from_state(graphdef, state))
+            metrics["lipschitz_bound"] = _lipschitz_bound(graphdef, state)
             metrics["learning_rate"] = float(schedule(step))
             writer.write(done, metrics)
             bar.set_postfix(loss=f"{metrics['loss']:.3f}", acc=f"{metrics['noisy_accuracy']:.2f}",
@@ -142,8 +180,8 @@ def train(config, workdir: str, *, progress: bool = True) -> dict:
     bar.close()
     ckpt.wait()
     ckpt.close()
-    final = evaluate(config, graphdef, state)
-    final["lipschitz_bound"] = lipschitz.network_bound(model_from_state(graphdef, state))
+    final = evaluate(config, graphdef, state, mesh=mesh)
+    final["lipschitz_bound"] = _lipschitz_bound(graphdef, state)
     final["step"] = int(state["step"])
     writer.write(final["step"], final)
     writer.close()
@@ -153,14 +191,15 @@ def train(config, workdir: str, *, progress: bool = True) -> dict:
     return final
 
 
-def restore_model(workdir: str, step: Optional[int] = None):
+def restore_model(workdir: str, step: Optional[int] = None, mesh=None):
     """Loads a trained model from a workdir written by `train`.
 
-    Returns (model, config, step). Raises CheckpointError for a missing or
-    corrupt workdir/checkpoint.
+    Returns (model, config, step); with a mesh, the model's arrays are
+    replicated on it (needed to use it on a multi-process mesh). Raises
+    CheckpointError for a missing or corrupt workdir/checkpoint.
     """
     config = checkpointing.restore_config(workdir)
-    graphdef, state, _ = initial_state(config)
+    graphdef, state, _ = initial_state(config, mesh)
     ckpt = checkpointing.Checkpointer(workdir, create=False)
     try:
         state, _ = ckpt.restore(state, step)

@@ -5,14 +5,22 @@ trainable `nnx.Param`s, `rest` the other model state (power-iteration vectors).
 The step's randomness is `fold_in(root_key, step)`, split into one key per
 stream (input noise, model, attack), so a resumed run draws exactly what an
 uninterrupted one would.
+
+With a mesh, the step is one jit over the whole mesh: the batch split over
+the `data` axis, the state replicated, and XLA inserting the gradient
+all-reduce. Noise is drawn for the global batch shape (threefry is
+partitionable), so example i gets the same noise on any number of devices.
 """
 from __future__ import annotations
+
+import functools
 
 import jax
 import jax.numpy as jnp
 import optax
 from flax import nnx
 
+from hycas_jax import distributed
 from hycas_jax.attacks.pgd import pgd_unchecked
 from hycas_jax.snc import power_iterate_all
 
@@ -34,8 +42,21 @@ def _loss(logits, labels, temperature):
     return optax.softmax_cross_entropy_with_integer_labels(temperature * logits, labels).mean()
 
 
-def make_train_step(graphdef, tx: optax.GradientTransformation, cfg):
-    """cfg: the `training` section. Returns jitted step(state, batch, root_key) -> (state, metrics)."""
+def _shardings(mesh):
+    """in/out shardings of the step: (state, batch, key) -> (state, metrics)."""
+    if mesh is None:
+        return {}
+    rep = distributed.replicated(mesh)
+    return {"in_shardings": (rep, distributed.data_sharded(mesh), rep),
+            "out_shardings": (rep, rep)}
+
+
+def make_train_step(graphdef, tx: optax.GradientTransformation, cfg, mesh=None):
+    """cfg: the `training` section. Returns jitted step(state, batch, root_key) -> (state, metrics).
+
+    mesh: None for one device; else batch arrays must be global arrays (or
+    host arrays on one process) whose leading axis is split over `data`.
+    """
     logits_fn = make_logits_fn(graphdef)
     adv = cfg.adversarial
 
@@ -69,15 +90,19 @@ def make_train_step(graphdef, tx: optax.GradientTransformation, cfg):
         new = {"step": state["step"] + 1, "params": params, "rest": rest, "opt_state": opt_state}
         return new, metrics
 
-    return jax.jit(step, donate_argnums=0)
+    return jax.jit(step, donate_argnums=0, **_shardings(mesh))
 
 
-def make_eval_fn(graphdef):
+def make_eval_fn(graphdef, mesh=None):
     """Jitted (state, x, y, key, sigma) -> number of correct predictions of one
-    stochastic pass on x + N(0, sigma^2)."""
+    stochastic pass on x + N(0, sigma^2); with a mesh, x and y split over `data`."""
     logits_fn = make_logits_fn(graphdef)
+    shardings = {}
+    if mesh is not None:
+        rep, split = distributed.replicated(mesh), distributed.data_sharded(mesh)
+        shardings = {"in_shardings": (rep, split, split, rep, rep), "out_shardings": rep}
 
-    @jax.jit
+    @functools.partial(jax.jit, **shardings)
     def correct(state, x, y, key, sigma):
         noise_key, model_key = jax.random.split(key)
         x = x + sigma * jax.random.normal(noise_key, x.shape, x.dtype)
