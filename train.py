@@ -12,7 +12,7 @@ over `config.mesh`'s data axis across all their devices.
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from hycas_jax import distributed
+from hycas_jax import distributed, training
 
 config_flags.DEFINE_config_file("config", "configs/mnist.py", "Experiment config file.",
                                 lock_config=True)
@@ -32,9 +32,6 @@ def main(argv):
     logging.set_verbosity(logging.WARNING)  # orbax logs every save step at INFO
     distributed.initialize(FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id,
                            auto=FLAGS.distributed)
-    # Imported only now: importing the library starts the XLA backend, which
-    # must come after jax.distributed.initialize.
-    from hycas_jax import training
     final = training.train(FLAGS.config, FLAGS.workdir, progress=FLAGS.progress)
     print("final:", ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
                               for k, v in final.items()))

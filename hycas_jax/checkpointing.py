@@ -28,16 +28,25 @@ class CheckpointError(RuntimeError):
     """A checkpoint or workdir is missing, corrupt, or does not match the config."""
 
 
+# Sections that may change between runs of one experiment: where it runs, not what it computes.
+RUNTIME_SECTIONS = ("mesh",)
+
+
+def _experiment_part(config_json: dict) -> dict:
+    return {k: v for k, v in config_json.items() if k not in RUNTIME_SECTIONS}
+
+
 def save_config(workdir: str, config: ml_collections.ConfigDict) -> None:
     """Writes config.json; refuses to overwrite a different config (resuming
-    with changed settings would silently mix two experiments)."""
+    with changed settings would silently mix two experiments). The device
+    mesh may differ: results do not depend on it."""
     os.makedirs(workdir, exist_ok=True)
     path = os.path.join(workdir, CONFIG_FILE)
     text = config.to_json_best_effort(indent=2, sort_keys=True)
     if os.path.exists(path):
         with open(path) as f:
             old = f.read()
-        if json.loads(old) != json.loads(text):
+        if _experiment_part(json.loads(old)) != _experiment_part(json.loads(text)):
             raise CheckpointError(
                 f"{path} holds a different config than this run's; use a new --workdir, or "
                 "delete the workdir to start over")

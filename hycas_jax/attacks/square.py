@@ -8,11 +8,14 @@ import functools
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from hycas_jax.attacks import losses, result, validation
 
 # Query counts (out of 10,000) after which the patch area fraction halves.
-_HALVING_AT = jnp.array([10, 50, 200, 500, 1000, 2000, 4000, 6000, 8000])
+# numpy, not jnp: a jnp constant at import time would start the XLA backend
+# before jax.distributed.initialize can run.
+_HALVING_AT = np.array([10, 50, 200, 500, 1000, 2000, 4000, 6000, 8000])
 
 
 def _side(i, n_queries, p_init, height):
