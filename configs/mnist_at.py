@@ -1,14 +1,10 @@
 """PGD adversarial-training baseline (Madry et al.) on the plain CNN, linf eps 0.1."""
-from hycas_jax.config import experiment
+from hycas_jax.config import mnist5k
 
 
 def get_config():
-    c = experiment("mnist5k", kind="plain", sigma=0.0)
+    c = mnist5k("plain", sigma=0.0)
     c.training.adversarial.enabled = True
-    c.training.num_steps = 800
-    c.training.batch_size = 64
-    c.training.learning_rate = 3e-3
-    c.certify.n = 10_000
-    c.certify.max_examples = 100
-    c.certify.skip = 10
+    c.certify.sigma = 0.25  # certify the smoothed classifier at the others' sigma
+    c.certify.margin = False
     return c

@@ -1,13 +1,6 @@
 """Deterministic Lipschitz baseline: the same backbone without RANI or random projections."""
-from hycas_jax.config import experiment
+from hycas_jax.config import mnist5k
 
 
 def get_config():
-    c = experiment("mnist5k", kind="lipschitz", sigma=0.25)
-    c.training.num_steps = 800
-    c.training.batch_size = 64
-    c.training.learning_rate = 3e-3
-    c.certify.n = 10_000
-    c.certify.max_examples = 100
-    c.certify.skip = 10
-    return c
+    return mnist5k("lipschitz")
