@@ -105,13 +105,14 @@ def _paper_form(margin_lower, certified, lipschitz) -> tuple[np.ndarray, str]:
 def margin_certify(logits_fn: smoothing.LogitsFn, params, x, key, *, num_classes: int,
                    lipschitz: float, logit_bound: float, n0: int = 100,
                    num_samples: int = 100_000, alpha: float = 1e-3,
-                   batch_size: int) -> MarginResult:
+                   batch_size: int, mesh=None) -> MarginResult:
     """Lipschitz margin certificate of argmax Z_b (module docstring) for x (B, H, W, C).
 
     lipschitz: the model's guaranteed l2 Lipschitz bound w.r.t. raw pixels, for
     every draw of Omega. n0 samples (an independent key) pick the class A;
     `num_samples` fresh samples estimate Z_b. With probability >= 1 - alpha per
-    image, A is Z_b's argmax everywhere within `radius`.
+    image, A is Z_b's argmax everywhere within `radius`. `mesh`: spread the
+    Monte Carlo samples over its devices (see `smoothing.sample_stats`).
     """
     num_classes = smoothing.validate_count(num_classes, "num_classes", 2)
     lipschitz = _validate_positive(lipschitz, "lipschitz")
@@ -120,7 +121,8 @@ def margin_certify(logits_fn: smoothing.LogitsFn, params, x, key, *, num_classes
     num_samples = smoothing.validate_count(num_samples, "num_samples")
     run = functools.partial(
         smoothing.sample_stats, logits_fn, params, x, num_classes=num_classes, sigma=0.0,
-        chunk_size=smoothing.validate_count(batch_size, "batch_size"), logit_bound=bound)
+        chunk_size=smoothing.validate_count(batch_size, "batch_size"), logit_bound=bound,
+        mesh=mesh)
     selection_key, estimation_key = jax.random.split(key)
     top = run(selection_key, num=smoothing.validate_count(n0, "n0")).logit_sum.argmax(axis=1)
     estimate = run(estimation_key, num=num_samples)

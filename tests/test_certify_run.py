@@ -175,10 +175,22 @@ def test_data_that_does_not_match_the_model_is_refused(workdir, tmp_path):
     assert not list(copy.glob("certify_*"))
 
 
-def _cli(*args):
+def _cli(*args, env=None):
     cmd = [sys.executable, str(ROOT / "certify.py"), "--progress=false", *map(str, args)]
     return subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300,
-                          env=dict(os.environ, JAX_PLATFORMS="cpu"))
+                          env=dict(os.environ, JAX_PLATFORMS="cpu", **(env or {})))
+
+
+def test_cli_on_four_devices_gives_the_one_device_rows(workdir, tmp_path, fresh8):
+    proc = _cli("--workdir", workdir, "--out_dir", tmp_path, "--max", 3, "--n0", N0, "--n", N,
+                "--batch_size", BATCH, "--margin_samples", N,
+                env={"XLA_FLAGS": "--xla_force_host_platform_device_count=4"})
+    assert proc.returncode == 0, proc.stderr
+    log = _log(tmp_path)
+    for name in ("idx", "label", "predict", "radius", "correct", "pA", "count", "margin_predict"):
+        np.testing.assert_array_equal(log[name], fresh8[name][:3], err_msg=name)
+    # Logit sums are float32: summed in another order across devices.
+    np.testing.assert_allclose(log["margin_lower"], fresh8["margin_lower"][:3], rtol=1e-5, atol=1e-6)
 
 
 def test_cli_certifies(workdir, tmp_path):

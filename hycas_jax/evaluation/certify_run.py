@@ -34,8 +34,8 @@ import numpy as np
 from flax import nnx
 from tqdm.auto import tqdm
 
-from hycas_jax import (certificates, certify_report, checkpointing, data, lipschitz, smoothing,
-                       training)
+from hycas_jax import (certificates, certify_report, checkpointing, data, distributed, lipschitz,
+                       smoothing, training)
 
 RS_COLUMNS = ("pA", "count")
 MARGIN_COLUMNS = ("margin_predict", "margin_radius", "margin_lower", "margin_time")
@@ -126,13 +126,18 @@ def _logits_fn(graphdef):
 
 
 class _Certifier:
-    """Certifies one image at a time with the key `fold_in(root, idx)`."""
+    """Certifies one image at a time with the key `fold_in(root, idx)`.
+
+    With several local devices each image's Monte Carlo samples are spread over
+    all of them; the counts, and so every row, equal the one-device run's.
+    """
 
     def __init__(self, model, settings: dict, num_classes: int):
         graphdef, self.params = nnx.split(model)
         self.logits_fn = _logits_fn(graphdef)
         self.s, self.num_classes = settings, num_classes
         self.root = jax.random.key(settings["seed"])
+        self.mesh = distributed.make_mesh({"data": -1}) if jax.device_count() > 1 else None
 
     def __call__(self, idx: int, x: np.ndarray, label: int) -> dict:
         s = self.s
@@ -140,7 +145,8 @@ class _Certifier:
         start = time.perf_counter()
         rs = smoothing.certify(self.logits_fn, self.params, x, rs_key,
                                num_classes=self.num_classes, sigma=s["sigma"], n0=s["n0"],
-                               n=s["n"], alpha=s["alpha"], batch_size=s["batch_size"])
+                               n=s["n"], alpha=s["alpha"], batch_size=s["batch_size"],
+                               mesh=self.mesh)
         top = int(rs.counts_selection[0].argmax())
         row = dict(idx=idx, label=label, predict=int(rs.prediction[0]),
                    radius=float(rs.radius[0]), correct=int(rs.prediction[0] == label),
@@ -156,7 +162,8 @@ class _Certifier:
         m = certificates.margin_certify(
             self.logits_fn, self.params, x, key, num_classes=self.num_classes,
             lipschitz=s["lipschitz"], logit_bound=s["logit_bound"], n0=s["n0"],
-            num_samples=s["margin_samples"], alpha=s["alpha"], batch_size=s["batch_size"])
+            num_samples=s["margin_samples"], alpha=s["alpha"], batch_size=s["batch_size"],
+            mesh=self.mesh)
         return dict(margin_predict=int(m.prediction[0]), margin_radius=float(m.radius[0]),
                     margin_lower=float(m.margin_lower[0]),
                     margin_time=time.perf_counter() - start)
