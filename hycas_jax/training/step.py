@@ -86,7 +86,7 @@ def make_train_step(graphdef, tx: optax.GradientTransformation, cfg, mesh=None):
         power_iterate_all(model)
         _, params, rest = split_model(model)
         metrics = {"loss": loss, "noisy_accuracy": jnp.mean(jnp.argmax(logits, -1) == y),
-                   "grad_norm": optax.global_norm(grads)}
+                   "grad_norm": optax.tree.norm(grads)}
         new = {"step": state["step"] + 1, "params": params, "rest": rest, "opt_state": opt_state}
         return new, metrics
 
