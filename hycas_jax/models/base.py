@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 from flax import nnx
 
 from hycas_jax import heads
@@ -17,8 +16,8 @@ from hycas_jax.rani import RANI
 
 
 class Classifier(nnx.Module):
-    """Subclasses set `self.units` (called in order by `features`) and
-    implement `features(x, key)` and `features_bound()`."""
+    """Subclasses build their units, call `_init_shell`, and implement
+    `features(h, key)` and `features_bound()`."""
 
     def _init_shell(self, cfg, channels: int, final_hw, rngs: nnx.Rngs):
         self.image_shape = tuple(int(s) for s in cfg.image_shape)
@@ -76,6 +75,3 @@ class Classifier(nnx.Module):
         if self.final_rani is not None:
             bound *= self.final_rani.lipschitz_bound()
         return float(bound * self.pool_bound() * self.head.lipschitz_bound())
-
-    def unit_keys(self, key, count: int):
-        return jax.random.split(key, count)

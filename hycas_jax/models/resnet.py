@@ -66,7 +66,7 @@ class ResNet18(Classifier):
         self._init_shell(cfg, channels, hw, rngs)
 
     def features(self, h, key):
-        keys = self.unit_keys(key, len(self.blocks) + 1)
+        keys = jax.random.split(key, len(self.blocks) + 1)
         h = self.activation(self.stem(h, keys[0]))
         for block, k in zip(self.blocks, keys[1:]):
             h = block(h, k)

@@ -26,7 +26,7 @@ class SmallCNN(Classifier):
         self._init_shell(cfg, channels, hw, rngs)
 
     def features(self, h: jax.Array, key: jax.Array) -> jax.Array:
-        for unit, k in zip(self.units, self.unit_keys(key, len(self.units))):
+        for unit, k in zip(self.units, jax.random.split(key, len(self.units))):
             h = self.activation(unit(h, k))
         return h
 
