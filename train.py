@@ -9,10 +9,13 @@ with --distributed (cluster auto-detected: Cloud TPU, SLURM, Open MPI, ...) or
 with --coordinator_address/--num_processes/--process_id; the batch is split
 over `config.mesh`'s data axis across all their devices.
 """
+import sys
+
 from absl import app, flags, logging
 from ml_collections import config_flags
 
 from hycas_jax import distributed, training
+from hycas_jax.checkpointing import CheckpointError
 
 config_flags.DEFINE_config_file("config", "configs/mnist.py", "Experiment config file.",
                                 lock_config=True)
@@ -32,7 +35,10 @@ def main(argv):
     logging.set_verbosity(logging.WARNING)  # orbax logs every save step at INFO
     distributed.initialize(FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id,
                            auto=FLAGS.distributed)
-    final = training.train(FLAGS.config, FLAGS.workdir, progress=FLAGS.progress)
+    try:
+        final = training.train(FLAGS.config, FLAGS.workdir, progress=FLAGS.progress)
+    except (CheckpointError, ValueError, FileNotFoundError) as e:  # user errors: one line
+        sys.exit("train.py: error: " + " ".join(str(e).split()))
     print("final:", ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
                               for k, v in final.items()))
 

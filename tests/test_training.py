@@ -149,3 +149,12 @@ def test_resuming_on_another_mesh_is_allowed(tmp_path):
     checkpointing.save_config(workdir, config)
     config.mesh.data = 1
     checkpointing.save_config(workdir, config)  # no error: where it runs, not what it computes
+
+
+def test_a_bad_config_writes_nothing_so_the_fixed_command_can_run(tmp_path):
+    workdir = tmp_path / "w"
+    config = tiny_config.get_config()
+    config.model.kind = "magic"
+    with pytest.raises(ValueError, match="unknown model kind"):
+        training.train(config, str(workdir), progress=False)
+    assert not workdir.exists()

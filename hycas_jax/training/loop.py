@@ -137,10 +137,12 @@ def evaluate(config, graphdef, state, *, split="test", max_examples=None, seed=0
 
 def train(config, workdir: str, *, progress: bool = True) -> dict:
     """Trains (or resumes) the run in `workdir`. Returns the final metrics."""
+    # Checked before anything is written, so a fixed command can reuse the workdir.
+    _dataset_info(config)
+    models.validate(config.model)
     os.makedirs(workdir, exist_ok=True)
     if jax.process_index() == 0:
         checkpointing.save_config(workdir, config)
-    _dataset_info(config)
     tcfg = config.training
     mesh = make_mesh(config)
     distributed.check_divisible(tcfg.batch_size, mesh, "training.batch_size")
