@@ -6,8 +6,10 @@ RANI placement (`rani`):
 * ``"per_block"``: the paper's `I + diag(M)` in every stream and after the
   gate. Honest bound of one block: gate(2 * L_streams) * 2.
 * ``"budgeted"``: the non-expansive form `(I + diag(M)) / 2` everywhere inside
-  blocks; the network adds one `I + diag(M)` at its end, so a stack of blocks
-  is truly <= 2-Lipschitz overall (times normalization and head).
+  blocks, and a gate with one weight per stream (a per-channel gate can expand
+  by up to sqrt(#streams), see gate.py); the network adds one `I + diag(M)` at
+  its end, so a stack of blocks is <= 2-Lipschitz overall, times
+  normalization, head, and the SNCs' power-iteration slack (all counted).
 * ``"off"``: no RANI (deterministic Lipschitz baseline).
 """
 from __future__ import annotations
@@ -55,7 +57,8 @@ class HyCASBlock(nnx.Module):
                 kwargs["dct_keep"] = dct_keep
             built.append(STREAMS[name](in_channels, out_channels, kernel_size, **kwargs))
         self.streams = nnx.List(built)
-        self.gate = ConvexGate(len(built), out_channels, rngs=rngs)
+        self.gate = ConvexGate(len(built), out_channels, per_channel=rani != "budgeted",
+                               rngs=rngs)
         self.post_rani = RANI(out_channels, form, rngs=rngs) if form else None
 
     def __call__(self, x: jax.Array, key: jax.Array) -> jax.Array:

@@ -12,6 +12,10 @@ bound used here is
 the first by the triangle inequality, the second by Jensen's inequality on
 each channel's convex combination. It equals max_b L_b when alpha is constant
 across channels and never exceeds sqrt(#streams) * max_b L_b.
+
+`per_channel=False` shares one weight per stream across all channels: a true
+convex combination of the streams, bounded by max_b L_b (the budgeted RANI
+placement uses it, since a per-channel gate would spend its budget).
 """
 from typing import Sequence
 
@@ -24,9 +28,11 @@ from hycas_jax import spectral
 
 
 class ConvexGate(nnx.Module):
-    def __init__(self, num_streams: int, channels: int, *, rngs: nnx.Rngs):
+    def __init__(self, num_streams: int, channels: int, *, per_channel: bool = True,
+                 rngs: nnx.Rngs):
         del rngs
-        self.logits = nnx.Param(jnp.zeros((num_streams, channels), jnp.float32))
+        shape = (num_streams, channels if per_channel else 1)
+        self.logits = nnx.Param(jnp.zeros(shape, jnp.float32))
 
     def weights(self) -> jax.Array:
         return jax.nn.softmax(self.logits[...], axis=0)

@@ -41,3 +41,10 @@ def test_block_rejects_unknown_streams_and_placements():
         HyCASBlock(2, 2, input_hw=HW, rani="everywhere", rngs=nnx.Rngs(0))
     with pytest.raises(ValueError, match="at least one stream"):
         HyCASBlock(2, 2, input_hw=HW, streams=(), rngs=nnx.Rngs(0))
+
+
+def test_budgeted_block_stays_within_its_budget_whatever_the_gate_learns():
+    block = HyCASBlock(2, 4, 3, input_hw=HW, rani="budgeted", rngs=nnx.Rngs(0))
+    block.gate.logits[...] = jax.random.normal(jax.random.key(0), block.gate.logits.shape) * 5
+    assert block.gate.logits.shape == (3, 1)
+    assert block.lipschitz_bound() <= max(s.lipschitz_bound() for s in block.streams) * 1.0001

@@ -35,3 +35,14 @@ def test_per_channel_gate_can_exceed_max_stream_bound_and_ours_still_holds():
     gain = float(jnp.linalg.norm(gate(streams(x)) - gate(streams(y))) / jnp.linalg.norm(x - y))
     assert gain > 1.4
     assert gain <= gate.lipschitz_bound([1.0, 1.0])
+
+
+def test_a_stream_level_gate_is_bounded_by_the_max_stream_bound():
+    gate = ConvexGate(3, 4, per_channel=False, rngs=nnx.Rngs(0))
+    gate.logits[...] = jnp.array([[2.0], [0.0], [-1.0]])
+    assert gate.weights().shape == (3, 1)
+    assert gate.lipschitz_bound([1.0, 1.5, 1.2]) <= 1.5 * 1.0001
+    s = [jnp.full((1, 2, 2, 4), v) for v in (1.0, 2.0, 4.0)]
+    alpha = gate.weights()[:, 0]
+    np.testing.assert_allclose(gate(s)[0, 0, 0], jnp.full((4,), alpha @ jnp.array([1.0, 2.0, 4.0])),
+                               rtol=1e-6)
