@@ -34,6 +34,14 @@ def check_streams(streams: Sequence[str]) -> None:
         raise ValueError(f"unknown stream(s) {unknown}; known: {sorted(STREAMS)}")
 
 
+GATES = ("learned", "uniform")
+
+
+def check_gate(gate: str) -> None:
+    if gate not in GATES:
+        raise ValueError(f"unknown gate {gate!r}; known: {list(GATES)}")
+
+
 def check_rani(rani: str) -> None:
     if rani not in RANI_PLACEMENTS:
         raise ValueError(f"unknown RANI placement {rani!r}; known: {sorted(RANI_PLACEMENTS)}")
@@ -45,9 +53,11 @@ class HyCASBlock(nnx.Module):
     def __init__(self, in_channels: int, out_channels: int, kernel_size: int = 3, *,
                  input_hw: Sequence[int], stride: int = 1,
                  streams: Sequence[str] = ("sncan", "fdpan", "rpfan"),
-                 rani: str = "per_block", dct_keep: float = 0.5, rngs: nnx.Rngs):
+                 rani: str = "per_block", dct_keep: float = 0.5, gate: str = "learned",
+                 rngs: nnx.Rngs):
         check_streams(streams)
         check_rani(rani)
+        check_gate(gate)
         form = RANI_PLACEMENTS[rani]
         self.stream_names = tuple(streams)
         built = []
@@ -58,7 +68,7 @@ class HyCASBlock(nnx.Module):
             built.append(STREAMS[name](in_channels, out_channels, kernel_size, **kwargs))
         self.streams = nnx.List(built)
         self.gate = ConvexGate(len(built), out_channels, per_channel=rani != "budgeted",
-                               rngs=rngs)
+                               learned=gate == "learned", rngs=rngs)
         self.post_rani = RANI(out_channels, form, rngs=rngs) if form else None
 
     def __call__(self, x: jax.Array, key: jax.Array) -> jax.Array:

@@ -16,6 +16,9 @@ across channels and never exceeds sqrt(#streams) * max_b L_b.
 `per_channel=False` shares one weight per stream across all channels: a true
 convex combination of the streams, bounded by max_b L_b (the budgeted RANI
 placement uses it, since a per-channel gate would spend its budget).
+
+`learned=False` is the "no gate" ablation: the streams are averaged with fixed
+equal weights 1 / #streams (held as a non-trainable `GateLogits` variable).
 """
 from typing import Sequence
 
@@ -27,12 +30,16 @@ from flax import nnx
 from hycas_jax import spectral
 
 
+class GateLogits(nnx.Variable):
+    """Fixed (untrained) gate logits: the optimizer only updates `nnx.Param`s."""
+
+
 class ConvexGate(nnx.Module):
     def __init__(self, num_streams: int, channels: int, *, per_channel: bool = True,
-                 rngs: nnx.Rngs):
+                 learned: bool = True, rngs: nnx.Rngs):
         del rngs
-        shape = (num_streams, channels if per_channel else 1)
-        self.logits = nnx.Param(jnp.zeros(shape, jnp.float32))
+        shape = (num_streams, channels if per_channel and learned else 1)
+        self.logits = (nnx.Param if learned else GateLogits)(jnp.zeros(shape, jnp.float32))
 
     def weights(self) -> jax.Array:
         return jax.nn.softmax(self.logits[...], axis=0)

@@ -161,3 +161,23 @@ def test_smoothing_and_margin_certificates_name_their_classifier():
     result = smoothing.CertifyResult(np.array([1]), np.array([0.4]), None, None, None)
     rs = certificates.smoothing_certificate(result, sigma=0.25, alpha=1e-3)
     assert "sigma = 0.25" in rs.classifier and rs.method == "randomized smoothing"
+
+
+def test_deterministic_margin_certificate_is_exact():
+    # A noise-free linear Z: one pass, no Hoeffding term, radius = true distance
+    # (up to float32 rounding), and never above it.
+    lipschitz = 1.5
+    offsets = np.array([[0.5, 0.0, -0.2], [0.0, 0.35, 0.1], [0.1, -0.3, 0.6]])
+    params, x, z = make_problem(lipschitz, offsets)
+
+    def exact_logits(params, x, key):
+        del key
+        return (x.reshape(x.shape[0], -1) - 0.5) @ params["w"].T
+
+    result = certificates.margin_certify(
+        exact_logits, params, x, jax.random.key(0), num_classes=NUM_CLASSES,
+        lipschitz=lipschitz, logit_bound=BOUND, alpha=1e-3, batch_size=10, stochastic=False)
+    distance = true_distance(z, lipschitz)
+    np.testing.assert_array_equal(result.prediction, [0, 1, 2])
+    assert np.all(result.radius <= distance)
+    np.testing.assert_allclose(result.radius, distance, rtol=1e-4)

@@ -46,3 +46,15 @@ def test_a_stream_level_gate_is_bounded_by_the_max_stream_bound():
     alpha = gate.weights()[:, 0]
     np.testing.assert_allclose(gate(s)[0, 0, 0], jnp.full((4,), alpha @ jnp.array([1.0, 2.0, 4.0])),
                                rtol=1e-6)
+
+
+def test_the_no_gate_ablation_averages_the_streams_and_is_not_trained():
+    from hycas_jax.block import HyCASBlock
+    block = HyCASBlock(2, 4, input_hw=(6, 6), gate="uniform", rngs=nnx.Rngs(0))
+    params = nnx.state(block, nnx.Param)
+    assert not any("gate" in str(path) for path, _ in nnx.to_flat_state(params))
+    np.testing.assert_allclose(block.gate.weights(), 1.0 / 3.0, rtol=1e-6)
+    s = [jnp.full((1, 2, 2, 4), v) for v in (1.0, 2.0, 6.0)]
+    np.testing.assert_allclose(block.gate(s), 3.0, rtol=1e-6)
+    with pytest.raises(ValueError, match="unknown gate"):
+        HyCASBlock(2, 4, input_hw=(6, 6), gate="none", rngs=nnx.Rngs(0))

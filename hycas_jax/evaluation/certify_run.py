@@ -136,6 +136,8 @@ class _Certifier:
         graphdef, self.params = nnx.split(model)
         self.logits_fn = _logits_fn(graphdef)
         self.s, self.num_classes = settings, num_classes
+        # A deterministic network's margin certificate needs one exact pass.
+        self.stochastic = bool(getattr(model, "stochastic", True))
         self.root = jax.random.key(settings["seed"])
         self.mesh = distributed.make_mesh({"data": -1}) if jax.device_count() > 1 else None
 
@@ -163,7 +165,7 @@ class _Certifier:
             self.logits_fn, self.params, x, key, num_classes=self.num_classes,
             lipschitz=s["lipschitz"], logit_bound=s["logit_bound"], n0=s["n0"],
             num_samples=s["margin_samples"], alpha=s["alpha"], batch_size=s["batch_size"],
-            mesh=self.mesh)
+            mesh=self.mesh, stochastic=self.stochastic)
         return dict(margin_predict=int(m.prediction[0]), margin_radius=float(m.radius[0]),
                     margin_lower=float(m.margin_lower[0]),
                     margin_time=time.perf_counter() - start)

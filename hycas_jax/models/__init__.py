@@ -19,7 +19,7 @@ import ml_collections
 from flax import nnx
 
 from hycas_jax.activations import ACTIVATIONS
-from hycas_jax.block import check_rani, check_streams
+from hycas_jax.block import check_gate, check_rani, check_streams
 from hycas_jax.models.base import Classifier
 from hycas_jax.models.resnet import ResNet18
 from hycas_jax.models.small_cnn import SmallCNN
@@ -38,6 +38,7 @@ def default_config(backbone: str = "small_cnn") -> ml_collections.ConfigDict:
     cfg.rani = "per_block"
     cfg.dct_keep = 0.5
     cfg.activation = "maxmin"
+    cfg.gate = "learned"  # or "uniform": fixed equal stream weights (the no-gate ablation)
     if backbone == "resnet18":
         cfg.image_shape = (32, 32, 3)
         cfg.num_classes = 10
@@ -68,6 +69,7 @@ def validate(cfg) -> None:
     if cfg.kind != "plain" and cfg.activation not in ACTIVATIONS:
         raise ValueError(f"unknown activation {cfg.activation!r}; known: {sorted(ACTIVATIONS)}")
     check_rani(cfg.rani)
+    check_gate(cfg.get("gate", "learned"))
     if len(cfg.image_shape) != 3:
         raise ValueError(f"image_shape must be (H, W, C), got {cfg.image_shape}")
     if len(cfg.mean) != cfg.image_shape[2] or len(cfg.std) != cfg.image_shape[2]:

@@ -49,6 +49,7 @@ def make_unit(kind: str, in_channels: int, out_channels: int, *, input_hw, strid
         rani = cfg.rani
     return HyCASBlock(in_channels, out_channels, cfg.kernel_size, input_hw=input_hw,
                       stride=stride, streams=streams, rani=rani, dct_keep=cfg.dct_keep,
+                      gate=cfg.get("gate", "learned"),
                       rngs=rngs)
 
 
