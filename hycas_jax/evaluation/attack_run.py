@@ -215,7 +215,8 @@ def _batch_units(batch, model_fn, params, targets, log, bar, s, attacks) -> list
 def attack_workdir(workdir, *, eps_list=None, norm=None, n_iter=None, eot_iter=None,
                    attacks=("apgd-ce", "apgd-dlr", "autoattack"), rules=RULES,
                    max_examples=None, batch_size=None, vote_samples=None, vote_sigma=None,
-                   repeats=None, seed=None, out_dir=None, step=None, progress=True) -> dict:
+                   repeats=None, seed=None, out_dir=None, step=None, progress=True,
+                   quiet=False) -> dict:
     """Runs (or resumes) the attack evaluation of `workdir`; returns the summary.
 
     None arguments come from the workdir's `config.attack` (batch_size 100,
@@ -252,5 +253,6 @@ def attack_workdir(workdir, *, eps_list=None, norm=None, n_iter=None, eot_iter=N
     summary = attack_report.summarize(records, s, model_stochastic=model.stochastic,
                                       workdir=str(workdir))
     attack_report.write(out, summary)
-    print(summary["table"])
+    if not quiet:
+        print(summary["table"])
     return summary

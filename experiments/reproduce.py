@@ -1,0 +1,59 @@
+"""The reproduction study: trains every method at one budget, evaluates all of
+them the same way, and writes RESULTS.md plus plots.
+
+    python experiments/reproduce.py                      # MNIST-5k, 2 CPU cores, ~1 hour
+    python experiments/reproduce.py --profile digits     # 8x8 digits sanity run, minutes
+    python experiments/reproduce.py --profile cifar10    # the paper's CIFAR-10 budget (GPU/TPU)
+    python experiments/reproduce.py --report_only        # regenerate RESULTS.md from the runs
+
+Methods, profiles and the fairness rules: `hycas_jax/evaluation/study.py`.
+Re-running the same command resumes an interrupted study.
+"""
+import shlex
+import sys
+from pathlib import Path
+
+from absl import app, flags, logging
+
+ROOT = Path(__file__).resolve().parent
+
+flags.DEFINE_string("profile", "mnist", "budget and data set: mnist, digits, smoke, cifar10")
+flags.DEFINE_string("workdir", None, "where the runs go (default runs/reproduce/<profile>)")
+flags.DEFINE_string("results", None,
+                    "where RESULTS.md and plots go (default experiments/results/<profile>)")
+flags.DEFINE_list("methods", None, "a subset of the methods (default: all)")
+flags.DEFINE_list("seeds", None, "override the profile's seeds, e.g. 0,1,2")
+flags.DEFINE_bool("report_only", False, "only regenerate the report from finished runs")
+flags.DEFINE_string("shared", None, "folder with paper/ and reference/ (default ../shared)")
+FLAGS = flags.FLAGS
+
+
+def main(argv):
+    del argv
+    logging.set_verbosity(logging.WARNING)  # orbax logs every save and restore at INFO
+    import jax
+    # Seeds and sigmas of one architecture share executables across runs.
+    jax.config.update("jax_compilation_cache_dir",
+                      str(Path.home() / ".cache" / "hycas_jax" / "jax_cache"))
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)
+    from hycas_jax.evaluation import study, study_report
+
+    try:
+        profile = study.check_profile(FLAGS.profile)
+        methods = study.check_methods(FLAGS.methods or study.METHODS)
+    except ValueError as e:
+        raise app.UsageError(str(e))
+    if FLAGS.seeds:
+        profile["seeds"] = tuple(int(s) for s in FLAGS.seeds)
+    workdir = Path(FLAGS.workdir or Path("runs") / "reproduce" / FLAGS.profile)
+    results = Path(FLAGS.results or ROOT / "results" / FLAGS.profile)
+    if not FLAGS.report_only:
+        study.run_study(FLAGS.profile, workdir, methods=methods)
+    command = "python " + " ".join(shlex.quote(a) for a in sys.argv)
+    kwargs = {"shared": Path(FLAGS.shared)} if FLAGS.shared else {}
+    path = study_report.write_report(workdir, results, command=command, **kwargs)
+    print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    app.run(main)

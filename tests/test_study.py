@@ -1,0 +1,90 @@
+"""The reproduction study: job planning, verdicts, and a smoke-sized study
+whose RESULTS.md numbers are re-derived here from the runs' own logs."""
+import json
+import math
+
+import numpy as np
+import pytest
+
+from hycas_jax import certify_report
+from hycas_jax.evaluation import certify_run, study, study_report
+
+
+def test_jobs_give_every_method_the_same_budget_and_the_right_sigmas():
+    profile = study.PROFILES["mnist"]
+    jobs = study.jobs(profile)
+    assert {j.seed for j in jobs} == set(profile["seeds"]) and len(profile["seeds"]) >= 3
+    by = {(j.method, j.train_sigma, j.seed): j for j in jobs}
+    for seed in profile["seeds"]:
+        for sigma in profile["sigmas"]:  # noise-trained main methods: one run per sigma
+            for m in ("hycas", "hycas-budgeted", "rs"):
+                assert by[(m, sigma, seed)].certify_sigmas == (sigma,)
+        for m in ("lipschitz", "at"):  # noise-free: trained once, certified at every sigma
+            assert by[(m, 0.0, seed)].certify_sigmas == profile["sigmas"]
+        for m in ("abl-sncan", "abl-fdpan", "abl-rpfan", "abl-no-rani", "abl-no-gate"):
+            assert by[(m, profile["sigmas"][0], seed)].attack is False
+    configs = [study.method_config(profile, j) for j in jobs]
+    budget = {(c.training.num_steps, c.training.batch_size, c.training.learning_rate,
+               c.certify.n, c.certify.n0, c.certify.alpha, c.certify.max_examples)
+              for c in configs}
+    assert len(budget) == 1
+    no_gate = study.method_config(profile, by[("abl-no-gate", 0.25, 0)])
+    assert no_gate.model.gate == "uniform"
+    assert study.method_config(profile, by[("at", 0.0, 0)]).training.adversarial.enabled
+
+
+def test_bad_profile_and_method_names_are_rejected():
+    with pytest.raises(ValueError, match="unknown profile"):
+        study.check_profile("imagenet")
+    with pytest.raises(ValueError, match="unknown method"):
+        study.check_methods(["hycas", "ars"])
+
+
+def test_verdicts():
+    assert study_report.verdict((60.0, 1.0, 3), (50.0, 1.0, 3))[0] == "supports"
+    assert study_report.verdict((50.0, 1.0, 3), (60.0, 1.0, 3))[0] == "contradicts"
+    assert study_report.verdict((52.0, 5.0, 3), (50.0, 5.0, 3))[0] == "inconclusive"
+    assert study_report.verdict((60.0, math.nan, 1), (50.0, 1.0, 3))[0].startswith("inconclusive")
+    _, diff, se = study_report.verdict((60.0, 3.0, 3), (50.0, 4.0, 3))
+    assert diff == 10.0 and se == pytest.approx(math.sqrt(9 / 3 + 16 / 3))
+
+
+def test_the_paper_table_is_parsed_not_typed(tmp_path):
+    text = ("intro\nMethod Dataset \\(r=0.0\\) \\(r=0.75\\)\nRS CIFAR-10 65.2 32.4\n"
+            "Ours (HyCAS) ImageNet 69.2 45.6\nother text 1 2\n")
+    (tmp_path / "paper.txt").write_text(text)
+    radii, rows = study_report.paper_table(tmp_path / "paper.txt")
+    assert radii == [0.0, 0.75]
+    assert rows == [("RS", "CIFAR-10", ["65.2", "32.4"]),
+                    ("Ours (HyCAS)", "ImageNet", ["69.2", "45.6"])]
+
+
+@pytest.mark.slow  # about 3 minutes on 2 cores: compiles two models' train, certify and attacks
+def test_smoke_study_report_regenerates_from_the_runs(tmp_path):
+    root, out = tmp_path / "study", tmp_path / "results"
+    study.run_study("smoke", root, methods=["hycas", "rs"], progress=False)
+    path = study_report.write_report(root, out, shared=tmp_path / "no_shared")
+    text = path.read_text()
+    for name in ("RESULTS.md", "certified_sigma0.25.png", "robust_accuracy.png", "results.json"):
+        assert (out / name).exists()
+    # Certified accuracy at r = 0 of the RS baseline, re-scored from each seed's TSV.
+    values = []
+    for seed in study.PROFILES["smoke"]["seeds"]:
+        log = certify_run.output_paths(root / "runs" / "rs" / "sigma0.25" / f"seed{seed}",
+                                       0.25)["log"]
+        rows = certify_report.read_log(log)
+        assert len(rows["idx"]) == study.PROFILES["smoke"]["certify"]["max_examples"]
+        values.append(100 * certify_report.certified_accuracy(
+            rows["predict"], rows["label"], rows["radius"], (0.0,))[0])
+    row = next(line for line in text.splitlines()
+               if line.startswith("| RS baseline") and "| RS |" in line)
+    assert row.split("|")[3].strip() == study_report.fmt(study_report.mean_sd(values))
+    assert "HyCAS beats RS in certified accuracy" in text
+    assert "paper summary was not found" in text
+    per_seed = json.loads((out / "results.json").read_text())
+    assert len(per_seed["hycas"]["train_sigma=0.25"]) == len(study.PROFILES["smoke"]["seeds"])
+    # A second run finds every stage done and computes nothing.
+    before = {p: p.stat().st_mtime for p in root.rglob("*.tsv")}
+    study.run_study("smoke", root, methods=["hycas", "rs"], progress=False)
+    assert {p: p.stat().st_mtime for p in root.rglob("*.tsv")} == before
+    assert np.isfinite(study_report.mean_sd(values)[0])
