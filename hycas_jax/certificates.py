@@ -19,7 +19,6 @@ each row naming its classifier, with the failure probabilities added.
 """
 from __future__ import annotations
 
-import functools
 import math
 from typing import NamedTuple, Sequence
 
@@ -124,20 +123,22 @@ def margin_certify(logits_fn: smoothing.LogitsFn, params, x, key, *, num_classes
     bound = float(np.float32(_validate_positive(logit_bound, "logit_bound")))
     alpha = smoothing.validate_alpha(alpha)
     num_samples = smoothing.validate_count(num_samples, "num_samples")
-    run = functools.partial(
-        smoothing.sample_stats, logits_fn, params, x, num_classes=num_classes, sigma=0.0,
-        chunk_size=smoothing.validate_count(batch_size, "batch_size"), logit_bound=bound,
-        mesh=mesh)
-    selection_key, estimation_key = jax.random.split(key)
     n0 = smoothing.validate_count(n0, "n0")
+    chunk_size = smoothing.validate_count(batch_size, "batch_size")
     if not stochastic:
         num_samples = 1
-        estimate = run(estimation_key, num=1)
+        estimate = smoothing.sample_stats(
+            logits_fn, params, x, jax.random.split(key)[1], num_classes=num_classes, sigma=0.0,
+            num=1, chunk_size=chunk_size, logit_bound=bound, mesh=mesh)
         top = estimate.logit_sum.argmax(axis=1)
         slack = 2.0 * estimate.logit_sum_error
     else:
-        top = run(selection_key, num=n0).logit_sum.argmax(axis=1)
-        estimate = run(estimation_key, num=num_samples)
+        # n0 selection and num_samples estimation samples from the halves of
+        # split(key), in one jitted call.
+        selection, estimate = smoothing.two_pass_stats(
+            logits_fn, params, x, key, num_classes=num_classes, sigma=0.0, num_first=n0,
+            num_second=num_samples, chunk_size=chunk_size, logit_bound=bound, mesh=mesh)
+        top = selection.logit_sum.argmax(axis=1)
         # Differences of clipped logits lie in [-2b, 2b]; K - 1 one-sided bounds at
         # alpha/(K-1); plus the float32 rounding of both sums.
         slack = (hoeffding_deviation(num_samples, 4.0 * bound, alpha / (num_classes - 1))

@@ -133,21 +133,29 @@ def validate_sigma(sigma, allow_zero: bool = False) -> float:
 
 # ------------------------------------------------------------ Monte Carlo pass
 
-def _chunk_sums(logits_fn, params, x, key, sigma, bound, *, num_classes, num, chunk_size,
-                first, stride, rounds, axes=()):
+def _chunk_sums(logits_fn, params, x, keys, sigma, bound, *, num_classes, split, num,
+                chunk_size, first, stride, rounds, axes=()):
     """Counts and clipped-logit sums of chunks first, first + stride, ... (`rounds` of them).
 
-    Chunk c holds samples [c * chunk_size, (c + 1) * chunk_size), masked at
-    `num`: a sample's draws depend on its index j alone, so any assignment of
-    chunks to devices counts the same samples. `axes`: the shard_map mesh
-    axes this runs under, if any. Returns int32 counts (B, K) and float32
-    sums (B, K).
+    The pass holds `num` samples in two parts: sample j < `split` is sample j of
+    `keys[0]`'s stream, sample j >= split is sample j - split of `keys[-1]`'s.
+    A part's draws depend on its own key and index alone, so a pass with both
+    parts counts exactly what two separate passes would (Cohen's selection and
+    estimation samples run in one executable). Chunk c holds samples
+    [c * chunk_size, (c + 1) * chunk_size), masked at `num`, so any assignment
+    of chunks to devices counts the same samples. `axes`: the shard_map mesh
+    axes this runs under, if any. Returns int32 counts (2, B, K) and float32
+    sums (2, B, K), one row per part.
     """
     batch = x.shape[0]
     lanes = jnp.arange(chunk_size)
+    last_key = keys.shape[0] - 1
 
     def one_sample(j):
-        noise_key, model_key = jax.random.split(jax.random.fold_in(key, j))
+        second = j >= split
+        key = keys[jnp.where(second, last_key, 0)]
+        noise_key, model_key = jax.random.split(
+            jax.random.fold_in(key, jnp.where(second, j - split, j)))
         noisy = x + sigma * jax.random.normal(noise_key, x.shape, x.dtype)
         logits = logits_fn(params, noisy, model_key)
         if logits.shape != (batch, num_classes):  # checked once, at trace time
@@ -160,85 +168,125 @@ def _chunk_sums(logits_fn, params, x, key, sigma, bound, *, num_classes, num, ch
         counts, sums = carry
         j = (first + r * stride) * chunk_size + lanes
         logits = jax.vmap(one_sample)(j)  # (chunk, B, K)
-        valid = (j < num)[:, None, None]  # masks the tail so exactly `num` samples count
+        # (2, chunk, 1, 1): which part each lane counts for; the tail past `num` in neither.
+        part = jnp.stack([j < split, (j >= split) & (j < num)])[:, :, None, None]
         votes = jax.nn.one_hot(jnp.argmax(logits, axis=-1), num_classes, dtype=jnp.int32)
         clipped = jnp.clip(logits.astype(jnp.float32), -bound, bound)
-        return (counts + jnp.sum(jnp.where(valid, votes, 0), axis=0),
-                sums + jnp.sum(jnp.where(valid, clipped, 0.0), axis=0))
+        return (counts + jnp.sum(jnp.where(part, votes, 0), axis=1),
+                sums + jnp.sum(jnp.where(part, clipped, 0.0), axis=1))
 
-    init = (jnp.zeros((batch, num_classes), jnp.int32),
-            jnp.zeros((batch, num_classes), jnp.float32))
+    init = (jnp.zeros((2, batch, num_classes), jnp.int32),
+            jnp.zeros((2, batch, num_classes), jnp.float32))
     if axes:  # each device's running sums differ: shard_map must type them as varying
         init = jax.lax.pcast(init, axes, to="varying")
     return jax.lax.fori_loop(0, rounds, chunk, init)
 
 
-@functools.partial(jax.jit, static_argnames=("logits_fn", "num_classes", "num", "chunk_size"))
-def _monte_carlo(logits_fn, params, x, key, sigma, bound, *, num_classes, num, chunk_size):
+_STATIC = ("logits_fn", "num_classes", "split", "num", "chunk_size")
+
+
+@functools.partial(jax.jit, static_argnames=_STATIC)
+def _monte_carlo(logits_fn, params, x, keys, sigma, bound, *, num_classes, split, num,
+                 chunk_size):
     """One jitted pass on one device: `num` samples in chunks of `chunk_size` lanes.
 
-    jit caches one executable per (logits_fn, shapes, num_classes, num,
+    jit caches one executable per (logits_fn, shapes, num_classes, split, num,
     chunk_size); sigma and bound are traced, so changing them does not
     recompile.
     """
-    return _chunk_sums(logits_fn, params, x, key, sigma, bound, num_classes=num_classes,
-                       num=num, chunk_size=chunk_size, first=0, stride=1,
+    return _chunk_sums(logits_fn, params, x, keys, sigma, bound, num_classes=num_classes,
+                       split=split, num=num, chunk_size=chunk_size, first=0, stride=1,
                        rounds=-(-num // chunk_size))
 
 
-@functools.partial(jax.jit,
-                   static_argnames=("logits_fn", "num_classes", "num", "chunk_size", "mesh"))
-def _monte_carlo_sharded(logits_fn, params, x, key, sigma, bound, *, num_classes, num,
+@functools.partial(jax.jit, static_argnames=_STATIC + ("mesh",))
+def _monte_carlo_sharded(logits_fn, params, x, keys, sigma, bound, *, num_classes, split, num,
                          chunk_size, mesh):
     """`_monte_carlo` with the chunks dealt round-robin over every device of `mesh`.
 
     Device d runs chunks d, d + D, ...; the int32 counts are summed across
-    devices (exact), so they equal the one-device counts for the same key.
+    devices (exact), so they equal the one-device counts for the same keys.
     """
     axes, devices = tuple(mesh.axis_names), mesh.size
     rounds = -(-(-(-num // chunk_size)) // devices)
 
-    def local(params, x, key, sigma, bound):
+    def local(params, x, keys, sigma, bound):
         counts, sums = _chunk_sums(
-            logits_fn, params, x, key, sigma, bound, num_classes=num_classes, num=num,
-            chunk_size=chunk_size, first=jax.lax.axis_index(axes), stride=devices, rounds=rounds,
-            axes=axes)
+            logits_fn, params, x, keys, sigma, bound, num_classes=num_classes, split=split,
+            num=num, chunk_size=chunk_size, first=jax.lax.axis_index(axes), stride=devices,
+            rounds=rounds, axes=axes)
         return jax.lax.psum(counts, axes), jax.lax.psum(sums, axes)
 
     replicated = jax.sharding.PartitionSpec()
     return jax.shard_map(local, mesh=mesh, in_specs=(replicated,) * 5,
-                         out_specs=(replicated, replicated))(params, x, key, sigma, bound)
+                         out_specs=(replicated, replicated))(params, x, keys, sigma, bound)
 
 
-def _sum_error_bound(num: int, chunk_size: int, bound: float, devices: int = 1) -> float:
-    """Bound on |float32 sum - exact sum| of `num` terms in [-bound, bound].
+def _sum_error_bound(num: int, chunk_size: int, bound: float, devices: int = 1,
+                     total: int | None = None) -> float:
+    """Bound on |float32 sum - exact sum| of `num` terms in [-bound, bound], summed
+    by a pass of `total` (default `num`) samples.
 
     Each term passes through at most (chunk_size - 1) additions inside its chunk,
     one per chunk its device runs in the carry, and (devices - 1) in the sum
     across devices, whatever order XLA reduces in, so the classic bound
     gamma_k * sum|v| with k = chunk_size + chunks per device + devices - 1 holds.
     """
-    k = chunk_size + -(-(-(-num // chunk_size)) // devices) + devices - 1
+    total = num if total is None else total
+    k = chunk_size + -(-(-(-total // chunk_size)) // devices) + devices - 1
     gamma = k * _F32_UNIT_ROUNDOFF / (1.0 - k * _F32_UNIT_ROUNDOFF)
     return gamma * num * bound
+
+
+def _passes(logits_fn, params, x, keys, nums, *, num_classes, sigma, chunk_size,
+            logit_bound=math.inf, mesh=None) -> tuple[MonteCarloStats, ...]:
+    """One or two Monte Carlo passes (sample counts `nums`, keys `keys[i]`) as ONE
+    jitted call, so a certification compiles a single executable. Inputs are
+    already validated (x float32)."""
+    total = sum(nums)
+    split = nums[0]
+    chunk_size = min(chunk_size, total)
+    bound = float(np.float32(logit_bound))  # the clip really applied on device
+    args = (logits_fn, params, x, keys, jnp.float32(sigma), jnp.float32(bound))
+    static = dict(num_classes=num_classes, split=split, num=total, chunk_size=chunk_size)
+    devices = 1 if mesh is None else mesh.size
+    if mesh is None:
+        counts, sums = _monte_carlo(*args, **static)
+    else:
+        params, x, keys = distributed.replicate((params, x, keys), mesh)
+        counts, sums = _monte_carlo_sharded(logits_fn, params, x, keys, *args[4:], mesh=mesh,
+                                            **static)
+    counts, sums = np.asarray(counts, np.int64), np.asarray(sums, np.float64)
+    return tuple(MonteCarloStats(counts[i], sums[i],
+                                 _sum_error_bound(num, chunk_size, bound, devices, total), num)
+                 for i, num in enumerate(nums))
 
 
 def _sample_stats(logits_fn, params, x, key, *, num_classes, sigma, num, chunk_size,
                   logit_bound=math.inf, mesh=None) -> MonteCarloStats:
     """`sample_stats` without input validation (x already float32)."""
-    chunk_size = min(chunk_size, num)
-    bound = float(np.float32(logit_bound))  # the clip really applied on device
-    args = (logits_fn, params, x, key, jnp.float32(sigma), jnp.float32(bound))
-    static = dict(num_classes=num_classes, num=num, chunk_size=chunk_size)
-    if mesh is None:
-        counts, sums = _monte_carlo(*args, **static)
-    else:
-        params, x, key = distributed.replicate((params, x, key), mesh)
-        counts, sums = _monte_carlo_sharded(logits_fn, params, x, key, *args[4:], mesh=mesh,
-                                            **static)
-    return MonteCarloStats(np.asarray(counts, np.int64), np.asarray(sums, np.float64),
-                           _sum_error_bound(num, chunk_size, bound, 1 if mesh is None else mesh.size),
-                           num)
+    return _passes(logits_fn, params, x, key[None], (num,), num_classes=num_classes,
+                   sigma=sigma, chunk_size=chunk_size, logit_bound=logit_bound, mesh=mesh)[0]
+
+
+def two_pass_stats(logits_fn: LogitsFn, params, x, key, *, num_classes: int, sigma: float,
+                   num_first: int, num_second: int, chunk_size: int,
+                   logit_bound: float = math.inf, mesh=None):
+    """Two independent Monte Carlo passes in one jitted call (one executable).
+
+    With (k1, k2) = split(key), the result equals
+    (sample_stats(..., k1, num=num_first), sample_stats(..., k2, num=num_second))
+    in counts exactly (sums up to float32 rounding): Cohen's selection and
+    estimation samples. Arguments as in `sample_stats`.
+    """
+    validate_count(num_classes, "num_classes", 2)
+    if not float(logit_bound) > 0.0:
+        raise ValueError(f"logit_bound must be > 0, got {logit_bound}")
+    nums = (validate_count(num_first, "num_first"), validate_count(num_second, "num_second"))
+    return _passes(logits_fn, params, validate_images(x), jax.random.split(key), nums,
+                   num_classes=num_classes, sigma=validate_sigma(sigma, allow_zero=True),
+                   chunk_size=validate_count(chunk_size, "chunk_size"),
+                   logit_bound=logit_bound, mesh=mesh)
 
 
 def sample_stats(logits_fn: LogitsFn, params, x, key, *, num_classes: int, sigma: float,
@@ -316,11 +364,12 @@ def certify(logits_fn: LogitsFn, params, x, key, *, num_classes: int, sigma: flo
     """
     x, sigma, alpha = _validate_run(x, num_classes, sigma, alpha, batch_size)
     n0, n = validate_count(n0, "n0"), validate_count(n, "n")
-    selection_key, estimation_key = jax.random.split(key)
-    run = functools.partial(_sample_stats, logits_fn, params, x, num_classes=num_classes,
-                            sigma=sigma, chunk_size=batch_size, mesh=mesh)
-    counts_selection = run(selection_key, num=n0).counts
-    counts = run(estimation_key, num=n).counts
+    # Selection (n0) and estimation (n) samples from the halves of split(key),
+    # drawn in one jitted call.
+    selection, estimation = _passes(logits_fn, params, x, jax.random.split(key), (n0, n),
+                                    num_classes=num_classes, sigma=sigma,
+                                    chunk_size=batch_size, mesh=mesh)
+    counts_selection, counts = selection.counts, estimation.counts
     top = counts_selection.argmax(axis=1)
     p_lower = clopper_pearson_lower(counts[np.arange(len(top)), top], n, alpha)
     certified = p_lower >= 0.5

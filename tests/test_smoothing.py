@@ -96,6 +96,33 @@ def test_certify_does_not_depend_on_batch_size():
         np.testing.assert_array_equal(field_a, field_b)
 
 
+def test_selection_and_estimation_in_one_executable_equal_two_passes():
+    traces = []
+
+    def counting_logits(params, x, key):
+        traces.append(1)  # runs only while JAX traces
+        return noisy_linear_logits(params, x, key)
+
+    params, x = noisy_pair()
+    key = jax.random.key(11)
+    first, second = smoothing.two_pass_stats(
+        counting_logits, params, x, key, num_classes=2, sigma=SIGMA, num_first=100,
+        num_second=NUM, chunk_size=64)
+    assert len(traces) == 1  # one executable for both passes
+    k1, k2 = jax.random.split(key)
+    for stats_, k, num in ((first, k1, 100), (second, k2, NUM)):
+        alone = smoothing.sample_stats(noisy_linear_logits, params, x, k, num_classes=2,
+                                       sigma=SIGMA, num=num, chunk_size=64)
+        np.testing.assert_array_equal(stats_.counts, alone.counts)
+        np.testing.assert_array_equal(stats_.counts.sum(axis=1), [num, num])
+        assert stats_.num == num
+    # certify draws exactly these samples: its counts are the two passes' counts.
+    result = smoothing.certify(noisy_linear_logits, params, x, key, num_classes=2, sigma=SIGMA,
+                               n0=100, n=NUM, batch_size=64)
+    np.testing.assert_array_equal(result.counts_selection, first.counts)
+    np.testing.assert_array_equal(result.counts, second.counts)
+
+
 def test_same_key_same_result_and_keys_matter():
     params, x = noisy_pair()
     run = lambda key: smoothing.sample_counts(  # noqa: E731
