@@ -221,6 +221,19 @@ def run_job(profile: dict, job: Job, root: Path, *, progress: bool = False,
     return timings
 
 
+def _git_commit() -> str:
+    import subprocess
+    try:
+        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
+                             text=True, cwd=Path(__file__).parent, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True, cwd=Path(__file__).parent,
+                               check=True).stdout.strip()
+        return out + ("+changes" if dirty else "")
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
 def run_study(profile_name: str, root, *, methods: Iterable[str] = tuple(METHODS),
               progress: bool = True) -> None:
     """Runs (or resumes) every job of the profile under `root`."""
@@ -230,8 +243,12 @@ def run_study(profile_name: str, root, *, methods: Iterable[str] = tuple(METHODS
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
     todo = jobs(profile, methods)
-    (root / "study.json").write_text(json.dumps(
-        {"profile": profile_name, "settings": profile,
+    meta_path = root / "study.json"
+    # The code each invocation ran with: a resumed study may span commits.
+    commits = json.loads(meta_path.read_text()).get("commits", []) if meta_path.exists() else []
+    commits.append(_git_commit())
+    meta_path.write_text(json.dumps(
+        {"profile": profile_name, "settings": profile, "commits": commits,
          "methods": {k: dataclasses.asdict(METHODS[k]) for k in dict.fromkeys(j.method for j in todo)},
          "jobs": [dataclasses.asdict(j) for j in todo]}, indent=2))
     with tqdm(todo, desc="study", unit="job", disable=not progress, dynamic_ncols=True) as bar:
