@@ -73,8 +73,8 @@ def markdown(results: dict) -> str:
     out += ["## 4. Memory and compile time of certify (one image, fresh process)", "",
             f"{mem['model']}, n0 = {mem['n0']}, n = {mem['n']}, batch_size = {mem['batch_size']}: "
             f"peak RSS {mem['peak_rss_mb']:.0f} MB ({mem['rss_before_certify_mb']:.0f} MB before "
-            f"certify), compile {mem['certify_compile_s']:.1f} s (JAX's compile events, both "
-            f"executables), first call {mem['first_call_s']:.1f} s.", "",
+            f"certify), compile {mem['certify_compile_s']:.1f} s (JAX's compile events; "
+            f"selection and estimation share one executable), first call {mem['first_call_s']:.1f} s.", "",
             "## 5. FLOP rate of certification", ""]
     out += _table(results["certification"], [
         ("model", "model", "s"), ("FLOP/sample (XLA)", "flops_per_sample", ".3g"),
