@@ -21,7 +21,9 @@ flags.DEFINE_list("eps", None, "Radii, comma-separated (default: config.attack.e
 flags.DEFINE_string("norm", None, "'linf' or 'l2' (default: config.attack.norm).")
 flags.DEFINE_integer("n_iter", None, "APGD iterations (default: config.attack.n_iter).")
 flags.DEFINE_integer("eot_iter", None, "EOT draws per gradient (default: config.attack.eot_iter).")
-flags.DEFINE_integer("max", None, "First N test images (default: config.attack.max_examples).")
+flags.DEFINE_integer("max", None, "N test images (default: config.attack.max_examples).")
+flags.DEFINE_integer("stride", None, "Every stride-th test image (default: spread the N images "
+                     "evenly over the split, so a label-sorted split gives every class).")
 flags.DEFINE_list("attacks", ["apgd-ce", "apgd-dlr", "autoattack"],
                   f"Attacks, from {', '.join(attack_run.ATTACKS)}.")
 flags.DEFINE_list("rules", list(attack_run.RULES), "Decision rules scored: single, vote.")
@@ -58,7 +60,8 @@ def main(argv):
             eot_iter=FLAGS.eot_iter, attacks=tuple(FLAGS.attacks), rules=tuple(FLAGS.rules),
             max_examples=FLAGS.max, batch_size=FLAGS.batch_size, vote_samples=FLAGS.vote_samples,
             vote_sigma=FLAGS.vote_sigma, repeats=FLAGS.repeats, seed=FLAGS.seed,
-            out_dir=FLAGS.out_dir, step=FLAGS.step, progress=FLAGS.progress)
+            out_dir=FLAGS.out_dir, step=FLAGS.step, progress=FLAGS.progress,
+            stride=FLAGS.stride)
     except (ValueError, CheckpointError) as e:
         print(f"attack.py: error: {e}", file=sys.stderr)
         sys.exit(1)

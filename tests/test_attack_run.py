@@ -16,7 +16,7 @@ import pytest
 from scipy import stats
 
 from hycas_jax import config as configs
-from hycas_jax import smoothing, training
+from hycas_jax import data, smoothing, training
 from hycas_jax.attacks import score_vote
 from hycas_jax.evaluation import attack_run
 
@@ -65,6 +65,9 @@ def test_writes_table_summary_and_plot(workdir, first_run):
     assert "sigma=0.25 (training sigma)" in table  # the vote names its sigma
     assert (out / "robust_accuracy.png").read_bytes()[:4] == b"\x89PNG"
     assert first_run["n_examples"] == 16 and first_run["model_stochastic"]
+    # The 16 images are spread over the whole test split, not its first 16.
+    num_test = len(data.get_source("digits8x8", "test")[0])
+    assert first_run["settings"]["stride"] == num_test // 16 > 1
     assert first_run["units_run"] == len(open(out / "attacks.jsonl").readlines()) == 2 * (1 + 3)
 
 

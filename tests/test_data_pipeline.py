@@ -82,6 +82,17 @@ def test_eval_skip_and_max_examples(npz):
     assert [list(b["index"]) for b in last] == [[9, 10, -1, -1]]
 
 
+def test_eval_stride_spreads_the_examples(npz):
+    batches = list(eval_batches(npz, batch_size=2, skip=1, stride=3, max_examples=3,
+                                process_index=0, process_count=1))
+    assert [list(b["index"]) for b in batches] == [[1, 4], [7, -1]]
+    assert [list(ids(b)[b["mask"]]) for b in batches] == [[1, 4], [7]]
+    every = list(eval_batches(npz, batch_size=8, stride=5, process_index=0, process_count=1))
+    assert [list(b["index"]) for b in every] == [[0, 5, 10, -1, -1, -1, -1, -1]]
+    with pytest.raises(ValueError, match="stride must be >= 1"):
+        eval_batches(npz, batch_size=4, stride=0, process_index=0, process_count=1)
+
+
 def test_bad_arguments_are_clear(npz):
     with pytest.raises(ValueError, match="multiple of process_count 2"):
         train_iterator(npz, batch_size=5, seed=0, process_index=0, process_count=2)

@@ -216,9 +216,12 @@ def attack_workdir(workdir, *, eps_list=None, norm=None, n_iter=None, eot_iter=N
                    attacks=("apgd-ce", "apgd-dlr", "autoattack"), rules=RULES,
                    max_examples=None, batch_size=None, vote_samples=None, vote_sigma=None,
                    repeats=None, seed=None, out_dir=None, step=None, progress=True,
-                   quiet=False) -> dict:
+                   quiet=False, stride=None) -> dict:
     """Runs (or resumes) the attack evaluation of `workdir`; returns the summary.
 
+    The images are every `stride`-th test image, the first `max_examples` of
+    them; stride None spreads them evenly over the split (len // max_examples),
+    so a split sorted by label still gives every class.
     None arguments come from the workdir's `config.attack` (batch_size 100,
     repeats 10 passes per image for the 'single' rule, vote_sigma the training
     sigma). 'autoattack' picks its version from the target (see the module
@@ -232,6 +235,15 @@ def attack_workdir(workdir, *, eps_list=None, norm=None, n_iter=None, eot_iter=N
                   max_examples=max_examples, batch_size=batch_size, vote_samples=vote_samples,
                   vote_sigma=vote_sigma, repeats=repeats, seed=seed)
     check_options(eps_list=s["eps"], norm=s["norm"], attacks=attacks, rules=rules)
+    data_kwargs = dict(data_dir=config.dataset.get("data_dir") or None,
+                       **dict(config.dataset.get("kwargs", {}) or {}))
+    num_test = len(data.get_source(config.dataset.name, "test", **data_kwargs)[0])
+    if stride is None:
+        stride = max(1, num_test // s["max_examples"])
+    validation.check_positive_int("stride", stride)
+    s["stride"] = int(stride)
+    s["max_examples"] = min(s["max_examples"], -(-num_test // s["stride"]))
+    s["batch_size"] = min(s["batch_size"], s["max_examples"])
     s["digest"], s["units_run"] = _digest(s), 0
     model_fn, params = functional(model)
     base = make_target(model_fn, stochastic=model.stochastic)
@@ -241,9 +253,8 @@ def attack_workdir(workdir, *, eps_list=None, norm=None, n_iter=None, eot_iter=N
     out.mkdir(parents=True, exist_ok=True)
     log = _Log(out / LOG_FILE)
     batches = data.eval_batches(config.dataset.name, "test", batch_size=s["batch_size"],
-                                data_dir=config.dataset.get("data_dir") or None,
-                                max_examples=s["max_examples"],
-                                **dict(config.dataset.get("kwargs", {}) or {}))
+                                max_examples=s["max_examples"], stride=s["stride"],
+                                **data_kwargs)
     n_batches = -(-s["max_examples"] // s["batch_size"])
     records = []
     with tqdm(total=n_batches * len(_units({}, attacks, s["eps"], rules)), desc="attack",
