@@ -32,9 +32,11 @@ def main(argv):
     del argv
     logging.set_verbosity(logging.WARNING)  # orbax logs every save and restore at INFO
     import jax
-    # Seeds and sigmas of one architecture share executables across runs.
+    # Seeds and sigmas of one architecture share executables across runs. One
+    # cache per profile: two studies running at once must not share one (a
+    # concurrent read of a half-written entry aborted a run here).
     jax.config.update("jax_compilation_cache_dir",
-                      str(Path.home() / ".cache" / "hycas_jax" / "jax_cache"))
+                      str(Path.home() / ".cache" / "hycas_jax" / "jax_cache" / FLAGS.profile))
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)
     from hycas_jax.evaluation import study, study_report
 
