@@ -9,6 +9,7 @@ them the same way, and writes RESULTS.md plus plots.
 Methods, profiles and the fairness rules: `hycas_jax/evaluation/study.py`.
 Re-running the same command resumes an interrupted study.
 """
+import os
 import shlex
 import sys
 from pathlib import Path
@@ -31,13 +32,12 @@ FLAGS = flags.FLAGS
 def main(argv):
     del argv
     logging.set_verbosity(logging.WARNING)  # orbax logs every save and restore at INFO
-    import jax
-    # Seeds and sigmas of one architecture share executables across runs. One
-    # cache per profile: two studies running at once must not share one (a
-    # concurrent read of a half-written entry aborted a run here).
-    jax.config.update("jax_compilation_cache_dir",
-                      str(Path.home() / ".cache" / "hycas_jax" / "jax_cache" / FLAGS.profile))
-    jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)
+    # Each job runs in its own process (see study.run_study's `isolate`); seeds
+    # and sigmas of one architecture share executables through this on-disk
+    # cache, one per profile so that two studies never share one.
+    os.environ.setdefault("JAX_COMPILATION_CACHE_DIR",
+                          str(Path.home() / ".cache" / "hycas_jax" / "jax_cache" / FLAGS.profile))
+    os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "1.0")
     from hycas_jax.evaluation import study, study_report
 
     try:
@@ -45,12 +45,12 @@ def main(argv):
         methods = study.check_methods(FLAGS.methods or study.METHODS)
     except ValueError as e:
         raise app.UsageError(str(e))
-    if FLAGS.seeds:
+    if FLAGS.seeds:  # the profile dict is the module's: run_study sees the override
         profile["seeds"] = tuple(int(s) for s in FLAGS.seeds)
     workdir = Path(FLAGS.workdir or Path("runs") / "reproduce" / FLAGS.profile)
     results = Path(FLAGS.results or ROOT / "results" / FLAGS.profile)
     if not FLAGS.report_only:
-        study.run_study(FLAGS.profile, workdir, methods=methods)
+        study.run_study(FLAGS.profile, workdir, methods=methods, isolate=True)
     command = "python " + " ".join(shlex.quote(a) for a in sys.argv)
     kwargs = {"shared": Path(FLAGS.shared)} if FLAGS.shared else {}
     path = study_report.write_report(workdir, results, command=command, **kwargs)

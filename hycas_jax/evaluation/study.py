@@ -235,8 +235,19 @@ def _git_commit() -> str:
 
 
 def run_study(profile_name: str, root, *, methods: Iterable[str] = tuple(METHODS),
-              progress: bool = True) -> None:
-    """Runs (or resumes) every job of the profile under `root`."""
+              progress: bool = True, isolate: bool = False) -> None:
+    """Runs (or resumes) every job of the profile under `root`.
+
+    isolate: run each job in a fresh Python process. A long study in one
+    process loads hundreds of executables, and XLA's CPU backend keeps a memory
+    mapping per executable section; past the kernel's vm.max_map_count the next
+    compile fails ("LLVM compilation error: Cannot allocate memory") and the
+    process aborts. A process per job returns its mappings; with a persistent
+    compilation cache the repeated compiles are cache reads.
+    """
+    import subprocess
+    import sys
+
     from tqdm import tqdm
 
     profile = check_profile(profile_name)
@@ -254,4 +265,25 @@ def run_study(profile_name: str, root, *, methods: Iterable[str] = tuple(METHODS
     with tqdm(todo, desc="study", unit="job", disable=not progress, dynamic_ncols=True) as bar:
         for job in bar:
             bar.set_postfix(method=job.method, sigma=job.train_sigma, seed=job.seed)
-            run_job(profile, job, root, progress=False)
+            if isolate:
+                subprocess.run([sys.executable, "-m", "hycas_jax.evaluation.study",
+                                json.dumps(profile), str(root),
+                                json.dumps(dataclasses.asdict(job))], check=True)
+            else:
+                run_job(profile, job, root, progress=False)
+
+
+def _main(argv) -> None:
+    """`python -m hycas_jax.evaluation.study PROFILE_JSON ROOT JOB_JSON`: one job."""
+    from absl import logging
+    logging.set_verbosity(logging.WARNING)
+    profile, root, job = json.loads(argv[1]), Path(argv[2]), json.loads(argv[3])
+    for name in ("seeds", "sigmas"):
+        profile[name] = tuple(profile[name])
+    job["certify_sigmas"] = tuple(job["certify_sigmas"])
+    run_job(profile, Job(**job), root, progress=False)
+
+
+if __name__ == "__main__":
+    import sys
+    _main(sys.argv)
