@@ -480,6 +480,11 @@ def write_report(root, out_dir, *, shared: Path = SHARED, command: str = "") -> 
                "| method | data | " + " | ".join(f"r={r:g}" for r in radii) + " |",
                "|---|---|" + "---:|" * len(radii)]
         md += [f"| {m} | {d} | " + " | ".join(cells) + " |" for m, d, cells in rows]
+        cap = _max_rs_radius(0.5, 100_000, 1e-3)
+        md += ["", f"With Cohen et al.'s certification budget (n = 100,000, alpha = 0.001) an RS "
+               f"certificate at sigma = 0.5 cannot exceed radius 0.5 * Phi^-1(alpha^(1/n)) = "
+               f"{cap:.2f}, so nonzero entries at r = 2 for sigma = 0.5 cannot be RS "
+               "certificates at that budget."]
         ours = [(m, cert) for m in main for cert in CERTIFICATES
                 if 0.5 in sigmas and cert_stat(data, m, 0.5, cert, "acr")[2]]
         if ours:
