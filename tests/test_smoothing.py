@@ -96,13 +96,17 @@ def test_certify_does_not_depend_on_batch_size():
         np.testing.assert_array_equal(field_a, field_b)
 
 
+def counting(logits_fn, traces: list):
+    """logits_fn that appends to `traces` each time JAX traces it."""
+    def counted(params, x, key):
+        traces.append(1)  # runs only while JAX traces
+        return logits_fn(params, x, key)
+    return counted
+
+
 def test_selection_and_estimation_in_one_executable_equal_two_passes():
     traces = []
-
-    def counting_logits(params, x, key):
-        traces.append(1)  # runs only while JAX traces
-        return noisy_linear_logits(params, x, key)
-
+    counting_logits = counting(noisy_linear_logits, traces)
     params, x = noisy_pair()
     key = jax.random.key(11)
     first, second = smoothing.two_pass_stats(
@@ -148,11 +152,7 @@ def test_stochastic_classifier_lanes_draw_independently():
 
 def test_no_recompilation_between_images():
     traces = []
-
-    def counting_logits(params, x, key):
-        traces.append(1)  # runs only while JAX traces
-        return linear_logits(params, x, key)
-
+    counting_logits = counting(linear_logits, traces)
     params, x = noisy_pair()
     for shift in (0.0, 0.01, -0.02):
         smoothing.sample_counts(counting_logits, params, x + shift, jax.random.key(8),
