@@ -41,16 +41,15 @@ def main(argv):
     from hycas_jax.evaluation import study, study_report
 
     try:
-        profile = study.check_profile(FLAGS.profile)
+        study.check_profile(FLAGS.profile)
         methods = study.check_methods(FLAGS.methods or study.METHODS)
     except ValueError as e:
         raise app.UsageError(str(e))
-    if FLAGS.seeds:  # the profile dict is the module's: run_study sees the override
-        profile["seeds"] = tuple(int(s) for s in FLAGS.seeds)
     workdir = Path(FLAGS.workdir or Path("runs") / "reproduce" / FLAGS.profile)
     results = Path(FLAGS.results or ROOT / "results" / FLAGS.profile)
     if not FLAGS.report_only:
-        study.run_study(FLAGS.profile, workdir, methods=methods, isolate=True)
+        study.run_study(FLAGS.profile, workdir, methods=methods, isolate=True,
+                        seeds=FLAGS.seeds or None)
     command = "python " + " ".join(shlex.quote(a) for a in sys.argv)
     kwargs = {"shared": Path(FLAGS.shared)} if FLAGS.shared else {}
     path = study_report.write_report(workdir, results, command=command, **kwargs)

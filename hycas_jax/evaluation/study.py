@@ -24,7 +24,7 @@ import dataclasses
 import json
 import time
 from pathlib import Path
-from typing import Callable, Iterable, Optional
+from typing import Iterable, Optional
 
 import ml_collections
 
@@ -181,19 +181,14 @@ def method_config(profile: dict, job: Job) -> ml_collections.ConfigDict:
     return c
 
 
-def _done(path: Path) -> bool:
-    return path.exists()
-
-
-def run_job(profile: dict, job: Job, root: Path, *, progress: bool = False,
-            log: Callable[[str], None] = print) -> dict:
+def run_job(profile: dict, job: Job, root: Path, *, progress: bool = False) -> dict:
     """Trains, certifies and attacks one job (each stage skipped when finished)."""
     from hycas_jax.evaluation import attack_run, certify_run
     from hycas_jax.training import loop
 
     workdir = job.workdir(root)
     timings = {}
-    if not _done(workdir / "final_metrics.json"):
+    if not (workdir / "final_metrics.json").exists():
         start = time.perf_counter()
         loop.train(method_config(profile, job), str(workdir), progress=progress)
         timings["train_s"] = time.perf_counter() - start
@@ -235,7 +230,8 @@ def _git_commit() -> str:
 
 
 def run_study(profile_name: str, root, *, methods: Iterable[str] = tuple(METHODS),
-              progress: bool = True, isolate: bool = False) -> None:
+              progress: bool = True, isolate: bool = False,
+              seeds: Optional[Iterable[int]] = None) -> None:
     """Runs (or resumes) every job of the profile under `root`.
 
     isolate: run each job in a fresh Python process. A long study in one
@@ -250,7 +246,9 @@ def run_study(profile_name: str, root, *, methods: Iterable[str] = tuple(METHODS
 
     from tqdm import tqdm
 
-    profile = check_profile(profile_name)
+    profile = dict(check_profile(profile_name))
+    if seeds is not None:
+        profile["seeds"] = tuple(int(s) for s in seeds)
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
     todo = jobs(profile, methods)
