@@ -3,7 +3,8 @@
 Every RANI draws one standard normal per feature, and the input noise one per
 pixel. This times a jitted chunk that draws exactly those normals (shapes
 recorded from the model's own trace) against the full noisy forward chunk,
-interleaved.
+interleaved; the normals are drawn both with `hycas_jax.rng.normal` (what the
+model uses) and with `jax.random.normal` (the same numbers, JAX's CPU lowering).
 """
 from __future__ import annotations
 
@@ -13,23 +14,23 @@ import jax
 import jax.numpy as jnp
 
 import common
-from hycas_jax import functional
+from hycas_jax import functional, rng
 
 
 @contextlib.contextmanager
 def recorded_normal_shapes(shapes: list):
-    """Appends the shape of every `jax.random.normal` call made inside the block."""
-    normal = jax.random.normal
+    """Appends the shape of every `hycas_jax.rng.normal` call made inside the block."""
+    normal = rng.normal
 
     def recording(key, shape=(), *args, **kwargs):
         shapes.append(tuple(shape))
         return normal(key, shape, *args, **kwargs)
 
-    jax.random.normal = recording
+    rng.normal = recording
     try:
         yield shapes
     finally:
-        jax.random.normal = normal
+        rng.normal = normal
 
 
 def rng_share(name: str, *, chunk: int, repeats: int) -> dict:
@@ -41,20 +42,23 @@ def rng_share(name: str, *, chunk: int, repeats: int) -> dict:
     shapes = [image.shape] + shapes  # the input noise
 
     def forward(params, keys):
-        one = lambda k: logits_fn(params, image + 0.25 * jax.random.normal(k, image.shape), k)
+        one = lambda k: logits_fn(params, image + 0.25 * rng.normal(k, image.shape), k)
         return jax.vmap(one)(keys)
 
-    def draws(keys):
-        one = lambda k: sum(jax.random.normal(jax.random.fold_in(k, i), s).sum()
-                            for i, s in enumerate(shapes))
-        return jax.vmap(one)(keys)
+    def draws(normal):
+        def run(keys):
+            one = lambda k: sum(normal(jax.random.fold_in(k, i), s).sum() for i, s in enumerate(shapes))
+            return jax.vmap(one)(keys)
+        return jax.jit(run)
 
     keys = jax.random.split(jax.random.key(1), chunk)
-    forward, draws = jax.jit(forward), jax.jit(draws)
+    forward, ours, jaxs = jax.jit(forward), draws(rng.normal), draws(jax.random.normal)
     t = common.interleaved({"forward": lambda: forward(params, keys).block_until_ready(),
-                            "normals": lambda: draws(keys).block_until_ready()}, repeats)
+                            "normals": lambda: ours(keys).block_until_ready(),
+                            "jax_normals": lambda: jaxs(keys).block_until_ready()}, repeats)
     per_sample = sum(int(jnp.prod(jnp.array(s))) for s in shapes)
     return {"model": name, "chunk": chunk, "normals_per_sample": per_sample,
             "forward_s": t["forward"], "normals_s": t["normals"],
             "rng_share_of_forward": t["normals"] / t["forward"],
-            "ns_per_normal": t["normals"] / (chunk * per_sample) * 1e9}
+            "ns_per_normal": t["normals"] / (chunk * per_sample) * 1e9,
+            "jax_random_ns_per_normal": t["jax_normals"] / (chunk * per_sample) * 1e9}

@@ -84,7 +84,11 @@ def markdown(results: dict) -> str:
     out += _table(results["profile"], [
         ("model", "model", "s"), ("chunk", "chunk", "d"), ("normals/sample", "normals_per_sample", "d"),
         ("forward s", "forward_s", ".3f"), ("normals only s", "normals_s", ".3f"),
-        ("RNG share", "rng_share_of_forward", ".2f"), ("ns/normal", "ns_per_normal", ".1f")])
+        ("RNG share", "rng_share_of_forward", ".2f"), ("ns/normal", "ns_per_normal", ".1f"),
+        ("ns/normal, jax.random.normal", "jax_random_ns_per_normal", ".1f")])
+    out += ["The model draws with `hycas_jax.rng.normal`: the same numbers as `jax.random.normal`, "
+            "bit for bit, with the Threefry rounds unrolled so that XLA fuses them (JAX lowers them "
+            "as a rolled loop on CPU).", ""]
     if mem.get("note"):
         out += [f"Memory note: {mem['note']}.", ""]
     if results.get("notes"):

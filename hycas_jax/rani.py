@@ -14,6 +14,8 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from hycas_jax import rng
+
 FORMS = {"residual": 2.0, "averaged": 1.0}
 
 
@@ -27,7 +29,7 @@ class RANI(nnx.Module):
         self.shift = nnx.Param(jnp.zeros((channels,), jnp.float32))
 
     def mask(self, shape, key: jax.Array) -> jax.Array:
-        omega = jax.random.normal(key, shape, jnp.float32)
+        omega = rng.normal(key, shape, jnp.float32)
         return jax.nn.sigmoid(self.scale[...] * omega + self.shift[...])
 
     def __call__(self, h: jax.Array, key: jax.Array) -> jax.Array:

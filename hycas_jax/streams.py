@@ -16,13 +16,16 @@ With `rani=None` a stream has no RANI (the deterministic Lipschitz baseline).
 """
 from __future__ import annotations
 
+import contextlib
+import contextvars
+import functools
 from typing import Optional, Sequence
 
 import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from hycas_jax import dct, spectral
+from hycas_jax import dct, rng, spectral
 from hycas_jax.orthogonal import OrthogonalMix
 from hycas_jax.rani import RANI
 from hycas_jax.snc import SNConv
@@ -87,8 +90,47 @@ class FDPAN(_Stream):
 
 def random_projection_filters(key: jax.Array, kernel_size: int, channels: int) -> jax.Array:
     """Depthwise Gaussian kernels (k, k, 1, C), each with l1 norm 1."""
-    k = jax.random.normal(key, (kernel_size, kernel_size, 1, channels), jnp.float32)
+    k = rng.normal(key, (kernel_size, kernel_size, 1, channels), jnp.float32)
     return k / (jnp.sum(jnp.abs(k), axis=(0, 1, 2), keepdims=True) + 1e-12)
+
+
+def _same_pads(hw, k: int, stride: int):
+    return jax.lax.padtype_to_pads(hw, (k, k), (stride, stride), "SAME")
+
+
+def _taps(padded: jax.Array, k: int, stride: int, out_hw):
+    """The k*k strided windows of `padded`, each of spatial size `out_hw`, keyed (i, j)."""
+    span_h, span_w = ((o - 1) * stride + 1 for o in out_hw)
+    return {(i, j): padded[:, i:i + span_h:stride, j:j + span_w:stride, :]
+            for i in range(k) for j in range(k)}
+
+
+def _depthwise_forward(x, filters, stride):
+    k = filters.shape[0]
+    padded = jnp.pad(x, ((0, 0), *_same_pads(x.shape[1:3], k, stride), (0, 0)))
+    out_hw = tuple(-(-s // stride) for s in x.shape[1:3])
+    return sum(tap * filters[i, j, 0] for (i, j), tap in _taps(padded, k, stride, out_hw).items())
+
+
+_REVERSE_MODE_ONLY = contextvars.ContextVar("hycas_reverse_mode_only", default=False)
+
+
+@contextlib.contextmanager
+def reverse_mode_only():
+    """Functions traced inside use a hand-written backward pass for RPFAN's
+    depthwise convolution: faster reverse-mode gradients (jax.grad, vjp,
+    jacrev, under vmap too), but no forward-mode (jvp, jacfwd) through it.
+
+    The training step and the attacks' EOT gradient trace under it. The
+    autodiff-derived transpose, used elsewhere, sums k*k separately padded
+    copies of the cotangent, which XLA's CPU backend runs slowly: about a
+    fifth of a small-CNN training step.
+    """
+    token = _REVERSE_MODE_ONLY.set(True)
+    try:
+        yield
+    finally:
+        _REVERSE_MODE_ONLY.reset(token)
 
 
 def depthwise_conv(x: jax.Array, filters: jax.Array, stride: int) -> jax.Array:
@@ -98,14 +140,48 @@ def depthwise_conv(x: jax.Array, filters: jax.Array, stride: int) -> jax.Array:
     grid lines up with the SNC streams' that the gate adds it to. Written as
     k*k strided multiply-adds rather than a grouped convolution: XLA's CPU
     grouped conv is several times slower, and this form batches cheaply under
-    vmap when every sample has its own filters.
+    vmap when every sample has its own filters. Same values either way; see
+    `reverse_mode_only` for the two backward passes.
     """
+    if _REVERSE_MODE_ONLY.get():
+        return _depthwise_custom_vjp(x, filters, stride)
+    return _depthwise_forward(x, filters, stride)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
+def _depthwise_custom_vjp(x, filters, stride):
+    return _depthwise_forward(x, filters, stride)
+
+
+def _depthwise_fwd(x, filters, stride):
+    return _depthwise_forward(x, filters, stride), (x, filters)
+
+
+def _depthwise_bwd(stride, residuals, g):
+    x, filters = residuals
+    _, filters_vjp = jax.vjp(lambda f: _depthwise_forward(x, f, stride), filters)
+    return _depthwise_transpose(g, filters, stride, x.shape[1:3]), filters_vjp(g)[0]
+
+
+_depthwise_custom_vjp.defvjp(_depthwise_fwd, _depthwise_bwd)
+
+
+def _depthwise_transpose(g, filters, stride, hw):
+    """x's cotangent for the output cotangent g (the conv's transpose)."""
     k = filters.shape[0]
-    pads = jax.lax.padtype_to_pads(x.shape[1:3], (k, k), (stride, stride), "SAME")
-    padded = jnp.pad(x, ((0, 0), *pads, (0, 0)))
-    out_h, out_w = -(-x.shape[1] // stride), -(-x.shape[2] // stride)
-    span_h, span_w = (out_h - 1) * stride + 1, (out_w - 1) * stride + 1
-    return sum(padded[:, i:i + span_h:stride, j:j + span_w:stride, :] * filters[i, j, 0]
+    (top, bottom), (left, right) = _same_pads(hw, k, stride)
+    # Output (oh, ow) read padded input (oh * s + i, ow * s + j). Spread g back
+    # onto the stride grid (interior padding s - 1); then x's cotangent at row
+    # y is sum_i dilated[y + top - i]: a stencil with the flipped filters.
+    height, width = hw
+    span_h, span_w = (g.shape[1] - 1) * stride + 1, (g.shape[2] - 1) * stride + 1
+    dilated = jax.lax.pad(g, jnp.zeros((), g.dtype),
+                          ((0, 0, 0),
+                           (k - 1, height + top + bottom - span_h, stride - 1),
+                           (k - 1, width + left + right - span_w, stride - 1),
+                           (0, 0, 0)))
+    return sum(dilated[:, top + k - 1 - i:top + k - 1 - i + height,
+                       left + k - 1 - j:left + k - 1 - j + width, :] * filters[i, j, 0]
                for i in range(k) for j in range(k))
 
 

@@ -58,8 +58,27 @@ def test_group_sort_is_a_1_lipschitz_permutation():
     np.testing.assert_array_equal(np.sort(np.asarray(jac).sum(0)), np.ones(8))
     with pytest.raises(ValueError, match="divisible"):
         activations.group_sort(jnp.ones((2, 3)), 2)
+    with pytest.raises(ValueError, match="even channel count"):
+        activations.max_min(jnp.ones((2, 3)))
     with pytest.raises(ValueError, match="unknown activation"):
         activations.get_activation("swish")
+
+
+def test_max_min_gradient_is_the_elementwise_forms():
+    # The forward runs as windowed reductions, the derivative as selects; both
+    # must equal the plain slice form's, ties (split evenly) included.
+    x = jax.random.normal(jax.random.key(0), (2, 3, 3, 8))
+    x = x.at[0, 0, 0, 1].set(x[0, 0, 0, 0])
+    weights = jnp.arange(8.0)
+    slices = activations._max_min_slices
+    np.testing.assert_array_equal(activations.max_min(x), slices(x))
+    for loss in (lambda f: (lambda v: jnp.sum(f(v) * weights)),
+                 lambda f: (lambda v: jnp.sum(jax.vmap(f)(v) ** 2))):
+        np.testing.assert_array_equal(jax.jit(jax.grad(loss(activations.max_min)))(x),
+                                      jax.grad(loss(slices))(x))
+    tangent = jax.random.normal(jax.random.key(1), x.shape)
+    np.testing.assert_array_equal(jax.jvp(activations.max_min, (x,), (tangent,))[1],
+                                  jax.jvp(slices, (x,), (tangent,))[1])
 
 
 def test_snc_is_normalized_by_its_power_iteration_state_and_bounded():
@@ -71,3 +90,19 @@ def test_snc_is_normalized_by_its_power_iteration_state_and_bounded():
     before = np.asarray(conv.v[...])
     conv.power_iterate()
     assert not np.array_equal(before, np.asarray(conv.v[...]))  # state advances
+
+
+@pytest.mark.parametrize("scale", [0.0, 0.01, 0.1, 0.5, 3.0])
+def test_expm_skew_matches_a_float64_exponential(scale):
+    import scipy.linalg
+    from hycas_jax.orthogonal import expm_skew
+    a = scale * jax.random.normal(jax.random.key(0), (48, 48))
+    s = a - a.T
+    q = np.asarray(expm_skew(s), np.float64)
+    np.testing.assert_allclose(q, scipy.linalg.expm(np.asarray(s, np.float64)), atol=5e-6)
+    np.testing.assert_allclose(q.T @ q, np.eye(48), atol=1e-5)
+    # Differentiable, with the derivative of the exponential (checked against jax's).
+    w = jax.random.normal(jax.random.key(1), s.shape)
+    grad = jax.grad(lambda a: jnp.sum(expm_skew(a - a.T) * w))(a)
+    expected = jax.grad(lambda a: jnp.sum(jax.scipy.linalg.expm(a - a.T) * w))(a)
+    np.testing.assert_allclose(grad, expected, rtol=1e-3, atol=1e-4 * (1 + float(jnp.abs(expected).max())))

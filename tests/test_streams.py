@@ -1,3 +1,5 @@
+import contextlib
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -77,3 +79,34 @@ def test_depthwise_random_filters_match_a_grouped_same_conv(k, stride, hw):
         x, filters, (stride, stride), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC"),
         feature_group_count=3)
     np.testing.assert_allclose(depthwise_conv(x, filters, stride), expected, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("k,stride,hw", [(3, 2, (6, 6)), (3, 2, (7, 5)), (2, 2, (6, 6)), (5, 1, (6, 7)),
+                                         (3, 3, (8, 7)), (1, 2, (5, 5))])
+def test_depthwise_backward_matches_the_grouped_conv(k, stride, hw):
+    # Under reverse_mode_only, depthwise_conv uses its own backward pass; with
+    # or without it, gradients must be the grouped conv's.
+    from hycas_jax.streams import depthwise_conv, reverse_mode_only
+    x = jax.random.normal(jax.random.key(0), (2, *hw, 3))
+    filters = jax.random.normal(jax.random.key(1), (k, k, 1, 3))
+    grouped = lambda x, f: jax.lax.conv_general_dilated(
+        x, f, (stride, stride), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC"),
+        feature_group_count=3)
+    ours = lambda x, f: depthwise_conv(x, f, stride)
+    expected, vjp_expected = jax.vjp(grouped, x, filters)
+    cotangent = jax.random.normal(jax.random.key(2), expected.shape)
+    # Under vmap every sample has its own filters, as in Monte Carlo certification.
+    xs, fs = x[:, None], jnp.stack([filters, 2.0 * filters])
+    batched = lambda conv: jax.vmap(jax.grad(lambda x, f: jnp.sum(conv(x, f) ** 2), (0, 1)))(xs, fs)
+    for reverse_only in (False, True):
+        with reverse_mode_only() if reverse_only else contextlib.nullcontext():
+            _, vjp = jax.vjp(ours, x, filters)
+            got = vjp(cotangent)
+            got_batched = jax.jit(lambda: batched(ours))()
+        for a, b in zip(got, vjp_expected(cotangent)):
+            np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
+        for a, b in zip(got_batched, batched(grouped)):
+            np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
+    # Forward mode works outside the context.
+    np.testing.assert_allclose(jax.jvp(ours, (x, filters), (x, filters))[1],
+                               jax.jvp(grouped, (x, filters), (x, filters))[1], rtol=1e-5, atol=1e-5)

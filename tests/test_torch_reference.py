@@ -14,7 +14,7 @@ torch = pytest.importorskip("torch")
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "benchmarks"))
 import torch_reference  # noqa: E402
 
-from hycas_jax import models  # noqa: E402
+from hycas_jax import models, rng  # noqa: E402
 
 
 def _model(backbone, rani="per_block", image_shape=None):
@@ -38,8 +38,8 @@ def _model(backbone, rani="per_block", image_shape=None):
 
 def _recorded_forward(model, x, key, monkeypatch):
     """Eager JAX forward, recording every standard-normal draw (RANI omegas and
-    RPFAN filters, in call order)."""
-    draws, normal = [], jax.random.normal
+    RPFAN filters, in call order): the model draws them with `hycas_jax.rng.normal`."""
+    draws, normal = [], rng.normal
 
     def recording_normal(*args, **kwargs):
         out = normal(*args, **kwargs)
@@ -47,7 +47,7 @@ def _recorded_forward(model, x, key, monkeypatch):
         return out
 
     with monkeypatch.context() as patch:
-        patch.setattr(jax.random, "normal", recording_normal)
+        patch.setattr(rng, "normal", recording_normal)
         logits = model(x, key)
     return np.asarray(logits), draws
 

@@ -18,6 +18,7 @@ import jax.numpy as jnp
 import numpy as np
 from scipy import stats
 
+from hycas_jax import rng
 from hycas_jax.attacks import validation
 
 RULES = ("single", "vote")
@@ -36,7 +37,7 @@ def _vote_counts(params, x, key, sigma, *, logits_fn, m, n_classes):
     """(B, n_classes) int32 votes of ``m`` passes on Gaussian-noised copies of x."""
     def one_pass(counts, k):
         noise_key, model_key = jax.random.split(k)
-        noisy = x + sigma * jax.random.normal(noise_key, x.shape, x.dtype)
+        noisy = x + sigma * rng.normal(noise_key, x.shape, x.dtype)
         pred = jnp.argmax(logits_fn(params, noisy, model_key), axis=1)
         return counts + jax.nn.one_hot(pred, n_classes, dtype=jnp.int32), None
     counts = jnp.zeros((x.shape[0], n_classes), jnp.int32)

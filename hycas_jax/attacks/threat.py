@@ -8,6 +8,8 @@ the pixel axes.
 import jax
 import jax.numpy as jnp
 
+from hycas_jax import rng
+
 # Guards the l2 normalisations against a zero vector.
 _TINY = 1e-12
 
@@ -45,7 +47,7 @@ def random_start(norm, x, eps, key):
         delta = jax.random.uniform(key, x.shape, x.dtype, -eps, eps)
     else:
         direction_key, radius_key = jax.random.split(key)
-        direction = jax.random.normal(direction_key, x.shape, x.dtype)
+        direction = rng.normal(direction_key, x.shape, x.dtype)
         direction = direction / per_example(jnp.maximum(l2_norm(direction), _TINY))
         dim = x[0].size
         # Radius eps * U^(1/d) makes the draw uniform in volume, not just on the sphere.

@@ -37,7 +37,7 @@ import jax
 import numpy as np
 from tqdm.auto import tqdm
 
-from hycas_jax import data, functional, training
+from hycas_jax import data, functional, rng, training
 from hycas_jax.attacks import apgd, autoattack, scoring, validation
 from hycas_jax.evaluation import attack_report
 
@@ -63,7 +63,7 @@ def make_target(logits_fn, *, stochastic: bool, sigma: float = 0.0) -> Target:
 
     def noisy_fn(params, x, key):
         noise_key, model_key = jax.random.split(key)
-        return logits_fn(params, x + sigma * jax.random.normal(noise_key, x.shape, x.dtype),
+        return logits_fn(params, x + sigma * rng.normal(noise_key, x.shape, x.dtype),
                          model_key)
     return Target(noisy_fn, float(sigma), True)
 

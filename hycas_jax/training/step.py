@@ -20,9 +20,10 @@ import jax.numpy as jnp
 import optax
 from flax import nnx
 
-from hycas_jax import distributed
+from hycas_jax import distributed, rng
 from hycas_jax.attacks.pgd import pgd_unchecked
 from hycas_jax.snc import power_iterate_all
+from hycas_jax.streams import reverse_mode_only
 
 
 def split_model(model: nnx.Module):
@@ -73,13 +74,14 @@ def make_train_step(graphdef, tx: optax.GradientTransformation, cfg, mesh=None):
         noise_key, model_key, attack_key = jax.random.split(key, 3)
         x, y = batch["image"], batch["label"]
         x = perturb(state, x, y, attack_key)
-        x_noisy = x + cfg.sigma * jax.random.normal(noise_key, x.shape, x.dtype)
+        x_noisy = x + cfg.sigma * rng.normal(noise_key, x.shape, x.dtype)
 
         def loss_fn(params):
             logits = logits_fn((params, state["rest"]), x_noisy, model_key)
             return _loss(logits, y, cfg.logit_temperature), logits
 
-        (loss, logits), grads = jax.value_and_grad(loss_fn, has_aux=True)(state["params"])
+        with reverse_mode_only():
+            (loss, logits), grads = jax.value_and_grad(loss_fn, has_aux=True)(state["params"])
         updates, opt_state = tx.update(grads, state["opt_state"], state["params"])
         params = optax.apply_updates(state["params"], updates)
         model = nnx.merge(graphdef, params, state["rest"])
@@ -105,7 +107,7 @@ def make_eval_fn(graphdef, mesh=None):
     @functools.partial(jax.jit, **shardings)
     def correct(state, x, y, key, sigma):
         noise_key, model_key = jax.random.split(key)
-        x = x + sigma * jax.random.normal(noise_key, x.shape, x.dtype)
+        x = x + sigma * rng.normal(noise_key, x.shape, x.dtype)
         logits = logits_fn((state["params"], state["rest"]), x, model_key)
         return jnp.sum(jnp.argmax(logits, -1) == y)
 
