@@ -68,13 +68,17 @@ def bits(key: jax.Array, shape) -> jax.Array:
     return b0 ^ b1
 
 
-def normal(key: jax.Array, shape=(), dtype=jnp.float32) -> jax.Array:
+def normal(key: jax.Array, shape=(), dtype=jnp.float32, *, fusible: bool = True) -> jax.Array:
     """Standard normals of `shape`, equal to `jax.random.normal(key, shape, dtype)`.
 
     key: a single typed PRNG key (use `jax.vmap` for a batch of keys).
+    fusible: False draws with `jax.random.normal` itself (the same numbers),
+      whose rolled loop XLA's CPU backend keeps as a separate, materialized
+      result. Use it for small arrays read many times (filters): XLA would
+      otherwise fuse the hash into each consumer and recompute it per use.
     """
     shape = tuple(int(s) for s in shape)
-    if getattr(key, "shape", None) != () or not _fast_path(key, shape, dtype):
+    if not fusible or getattr(key, "shape", None) != () or not _fast_path(key, shape, dtype):
         return jax.random.normal(key, shape, dtype)
     # jax.random.uniform(key, shape, float32, nextafter(-1, 0), 1): 23 random
     # mantissa bits under exponent 0 give a float in [1, 2), shifted and scaled.

@@ -90,7 +90,10 @@ class FDPAN(_Stream):
 
 def random_projection_filters(key: jax.Array, kernel_size: int, channels: int) -> jax.Array:
     """Depthwise Gaussian kernels (k, k, 1, C), each with l1 norm 1."""
-    k = rng.normal(key, (kernel_size, kernel_size, 1, channels), jnp.float32)
+    # Materialized: the fusible form was fused into every consumer of this
+    # tiny array (the depthwise stencil and its transpose) and re-hashed for
+    # each of their output elements.
+    k = rng.normal(key, (kernel_size, kernel_size, 1, channels), jnp.float32, fusible=False)
     return k / (jnp.sum(jnp.abs(k), axis=(0, 1, 2), keepdims=True) + 1e-12)
 
 

@@ -18,6 +18,7 @@ def test_normal_equals_jax_random_normal_bit_for_bit(shape):
         np.testing.assert_array_equal(np.asarray(rng.normal(key, shape)), expected)
         np.testing.assert_array_equal(np.asarray(jax.jit(rng.normal, static_argnums=1)(key, shape)),
                                       expected)
+        np.testing.assert_array_equal(np.asarray(rng.normal(key, shape, fusible=False)), expected)
 
 
 def test_normal_equals_jax_under_vmap_and_fold_in():
