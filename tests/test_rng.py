@@ -50,3 +50,10 @@ def test_normal_moments():
     z = np.asarray(rng.normal(jax.random.key(4), (200_000,)), np.float64)
     assert abs(z.mean()) < 0.01 and abs(z.std() - 1.0) < 0.01
     assert np.isfinite(z).all()
+
+
+def test_legacy_threefry_mode_is_forwarded():
+    # In JAX's non-partitionable Threefry mode the bits differ; rng.normal follows JAX.
+    key = jax.random.key(0)
+    with jax.threefry_partitionable(False):
+        np.testing.assert_array_equal(rng.normal(key, (9, 3)), jax.random.normal(key, (9, 3)))
