@@ -93,6 +93,15 @@ def markdown(results: dict) -> str:
     out += ["The model draws with `hycas_jax.rng.normal`: the same numbers as `jax.random.normal`, "
             "bit for bit, with the Threefry rounds unrolled so that XLA fuses them (JAX lowers them "
             "as a rolled loop on CPU).", ""]
+    for p in results["profile"]:
+        cert = next((r for r in results["certification"] if r["model"] == p["model"]), None)
+        if cert is None:
+            continue
+        ceiling = p["chunk"] / p["normals_s"]
+        best_torch = max(cert["torch_nchw_samples_per_s"], cert["torch_channels_last_samples_per_s"])
+        out += [f"Ceiling for {p['model']}: drawing the Gaussians alone, with no model at all, allows "
+                f"{ceiling:.0f} samples/s, {ceiling / best_torch:.2f}x the best torch rate of this run; "
+                "the torch reference draws the same number of normals.", ""]
     if mem.get("note"):
         out += [f"Memory note: {mem['note']}.", ""]
     if results.get("notes"):
