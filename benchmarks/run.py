@@ -30,11 +30,11 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 SMALL = ("small_cnn 28x28x1", "small_cnn 32x32x3")
 SIZES = {  # quick / full
     "cert": ({"num": 1000, "chunk": 500, "repeats": 5}, {"num": 4000, "chunk": 1000, "repeats": 5}),
-    "cert_resnet": (None, {"num": 16, "chunk": 16, "repeats": 2}),
+    "cert_resnet": (None, {"num": 16, "chunk": 16, "repeats": 3}),
     "agree": ({"count": 1, "n0": 100, "n": 1000, "chunk": 500},
               {"count": 3, "n0": 100, "n": 10_000, "chunk": 1000}),
     "train": ({"batch": 64, "repeats": 7}, {"batch": 128, "repeats": 7}),
-    "train_resnet": (None, {"batch": 16, "repeats": 2}),
+    "train_resnet": (None, {"batch": 16, "repeats": 5}),
     "attack": ({"batch": 8, "n_iter": 5, "eot_iter": 2, "repeats": 2},
                {"batch": 32, "n_iter": 10, "eot_iter": 4, "repeats": 3}),
     "memory_n": (10_000, 100_000),
