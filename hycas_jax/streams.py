@@ -101,18 +101,12 @@ def _same_pads(hw, k: int, stride: int):
     return jax.lax.padtype_to_pads(hw, (k, k), (stride, stride), "SAME")
 
 
-def _taps(padded: jax.Array, k: int, stride: int, out_hw):
-    """The k*k strided windows of `padded`, each of spatial size `out_hw`, keyed (i, j)."""
-    span_h, span_w = ((o - 1) * stride + 1 for o in out_hw)
-    return {(i, j): padded[:, i:i + span_h:stride, j:j + span_w:stride, :]
-            for i in range(k) for j in range(k)}
-
-
 def _depthwise_forward(x, filters, stride):
     k = filters.shape[0]
     padded = jnp.pad(x, ((0, 0), *_same_pads(x.shape[1:3], k, stride), (0, 0)))
-    out_hw = tuple(-(-s // stride) for s in x.shape[1:3])
-    return sum(tap * filters[i, j, 0] for (i, j), tap in _taps(padded, k, stride, out_hw).items())
+    span_h, span_w = ((-(-s // stride) - 1) * stride + 1 for s in x.shape[1:3])
+    return sum(padded[:, i:i + span_h:stride, j:j + span_w:stride, :] * filters[i, j, 0]
+               for i in range(k) for j in range(k))
 
 
 _REVERSE_MODE_ONLY = contextvars.ContextVar("hycas_reverse_mode_only", default=False)
