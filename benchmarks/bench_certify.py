@@ -17,11 +17,11 @@ import common
 import torch_reference
 from hycas_jax import functional, rng, smoothing
 
-MATMUL_SIZE = 1024
+MATMUL_SIZE = {"cpu": 1024, "gpu": 8192}  # big enough to reach the backend's peak
 
 
 def flops_per_sample(logits_fn, params, image, chunk: int) -> tuple[float, float]:
-    """XLA's FLOP count of one vmapped chunk of noisy forward passes, per sample:
+    """XLA:CPU's FLOP count of one vmapped chunk of noisy forward passes, per sample:
     (the model's floating-point work, everything XLA counts).
 
     XLA counts every elementwise op, the Threefry hash's integer ops included;
@@ -38,7 +38,10 @@ def flops_per_sample(logits_fn, params, image, chunk: int) -> tuple[float, float
             return jax.vmap(one)(keys)
 
         keys = jax.random.split(jax.random.key(0), chunk)
-        cost = jax.jit(run).lower(params, keys).compile().cost_analysis()
+        # Counted for the CPU whatever the backend: a GPU's cost analysis leaves out the
+        # convolutions it hands to cuDNN, and the count is a property of the model.
+        cpu = jax.devices("cpu")[0]
+        cost = jax.jit(run).lower(jax.device_put(params, cpu), jax.device_put(keys, cpu)).compile().cost_analysis()
         cost = cost[0] if isinstance(cost, (list, tuple)) else cost
         return float(cost["flops"]) / chunk
 
@@ -54,10 +57,12 @@ def flops_per_sample(logits_fn, params, image, chunk: int) -> tuple[float, float
 
 
 def matmul_contender():
-    """A jitted float32 square matmul and its FLOP count (the machine's peak proxy)."""
-    a = jax.random.normal(jax.random.key(0), (MATMUL_SIZE, MATMUL_SIZE), jnp.float32)
+    """A jitted float32 square matmul and its FLOP count (the machine's peak proxy),
+    at JAX's default precision, the one the model's convolutions run at."""
+    size = MATMUL_SIZE.get(jax.default_backend(), MATMUL_SIZE["gpu"])
+    a = jax.random.normal(jax.random.key(0), (size, size), jnp.float32)
     matmul = jax.jit(lambda a: a @ a)
-    return (lambda: matmul(a).block_until_ready()), 2.0 * MATMUL_SIZE ** 3
+    return (lambda: matmul(a).block_until_ready()), 2.0 * size ** 3
 
 
 def _torch_image(image: np.ndarray) -> torch.Tensor:
@@ -71,7 +76,8 @@ def throughput(name: str, *, num: int, chunk: int, repeats: int, sigma: float = 
     logits_fn, params = functional(model)
     classes = config.model.num_classes
     image = common.images(config.model.image_shape, 1)
-    reference, timg = torch_reference.from_jax(model), _torch_image(image[0])
+    reference = torch_reference.from_jax(model, common.torch_reference_device())
+    timg = _torch_image(image[0])
     key = jax.random.key(0)
     matmul, matmul_flops = matmul_contender()
     ours = lambda: smoothing.sample_stats(logits_fn, params, image, key, num_classes=classes,
@@ -82,7 +88,7 @@ def throughput(name: str, *, num: int, chunk: int, repeats: int, sigma: float = 
     t = common.interleaved({"ours": ours, "torch_nchw": torch_run(False),
                             "torch_channels_last": torch_run(True), "matmul": matmul}, repeats)
     best_torch = min(t["torch_nchw"], t["torch_channels_last"])
-    flops, flops_with_rng = flops_per_sample(logits_fn, params, jnp.asarray(image), chunk)
+    flops, flops_with_rng = flops_per_sample(logits_fn, params, image, chunk)
     matmul_rate = matmul_flops / t["matmul"]
     return {"model": name, "samples": num, "chunk": chunk, "repeats": repeats,
             "ours_samples_per_s": num / t["ours"],
@@ -102,7 +108,7 @@ def agreement(name: str, *, count: int, n0: int, n: int, chunk: int, sigma: floa
     logits_fn, params = functional(model)
     classes = config.model.num_classes
     batch = common.images(config.model.image_shape, count, seed=1)
-    reference = torch_reference.from_jax(model)
+    reference = torch_reference.from_jax(model, common.torch_reference_device())
     rows = []
     for i, image in enumerate(batch):
         ours = smoothing.certify(logits_fn, params, image[None], jax.random.key(i), num_classes=classes,
@@ -128,3 +134,48 @@ def torch_certify(reference, image, classes, *, n0, n, chunk, sigma, alpha) -> d
     return {"prediction": top if certified else -1,
             "radius": float(sigma * stats.norm.ppf(p_lower)) if certified else 0.0,
             "top_fraction": float(counts.max() / n)}
+
+
+def _recorded_forward(model, x, key):
+    """Eager forward of the JAX model, keeping every standard-normal draw in call order."""
+    draws, normal = [], rng.normal
+
+    def recording(*args, **kwargs):
+        out = normal(*args, **kwargs)
+        draws.append(np.asarray(out))
+        return out
+
+    rng.normal = recording
+    try:
+        logits = np.asarray(model(x, key))
+    finally:
+        rng.normal = normal
+    return logits, draws
+
+
+def logit_agreement(name: str, *, batch: int = 4) -> list:
+    """Largest |ours - torch| / max |logit| on the benchmark device for the same weights
+    and the same noise (JAX's draws replayed into torch): once at each library's default
+    precision (TF32 convolutions on recent GPUs) and once at full float32."""
+    config, _, _, _, model = common.jax_model(name)
+    device = common.torch_reference_device()
+    reference = torch_reference.from_jax(model, device)
+    x = jnp.asarray(common.images(config.model.image_shape, batch, seed=2))
+    xt = torch.from_numpy(np.transpose(np.asarray(x), (0, 3, 1, 2)).copy()).to(device)
+    rows = []
+    for precision in ("default", "float32"):
+        tf32 = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)
+        if precision == "float32":
+            torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
+        try:
+            with jax.default_matmul_precision("highest" if precision == "float32" else "default"):
+                logits, draws = _recorded_forward(model, x, jax.random.key(3))
+            with torch.no_grad():
+                theirs = reference(xt, torch_reference.ReplayNoise(draws, device)).cpu().numpy()
+        finally:
+            torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = tf32
+        rows.append({"model": name, "precision": precision, "batch": batch,
+                     "max_abs_logit": float(np.abs(logits).max()),
+                     "max_rel_diff": float(np.abs(theirs - logits).max() / np.abs(logits).max()),
+                     "same_argmax": bool((theirs.argmax(1) == logits.argmax(1)).all())})
+    return rows

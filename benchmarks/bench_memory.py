@@ -53,9 +53,13 @@ def main():
                                num_classes=config.model.num_classes, sigma=0.25, n0=args.n0,
                                n=args.n, batch_size=args.batch_size)
     wall = time.perf_counter() - start
+    stats = jax.devices()[0].memory_stats() or {}  # None on the CPU
+    peak_device = stats.get("peak_bytes_in_use")
     print(json.dumps({"model": args.model, "n0": args.n0, "n": args.n, "batch_size": args.batch_size,
+                      "backend": jax.default_backend(),
                       "first_call_s": wall, "certify_compile_s": sum(compile_s) - before_compile,
                       "peak_rss_mb": peak_rss_mb(), "rss_before_certify_mb": before_rss,
+                      "peak_device_mb": None if peak_device is None else peak_device / 2 ** 20,
                       "prediction": int(result.prediction[0])}))
 
 

@@ -16,7 +16,8 @@ from hycas_jax.training.step import make_train_step
 def throughput(name: str, *, batch: int, repeats: int) -> dict:
     config, graphdef, state, tx, model = common.jax_model(name)
     tcfg = config.training
-    reference = torch_reference.from_jax(model)  # copied before the donated state is consumed
+    device = common.torch_reference_device()
+    reference = torch_reference.from_jax(model, device)  # copied before the donated state is consumed
     x = common.images(config.model.image_shape, batch)
     y = np.random.default_rng(0).integers(0, config.model.num_classes, batch)
     jax_batch = {"image": jnp.asarray(x), "label": jnp.asarray(y, jnp.int32)}
@@ -28,7 +29,8 @@ def throughput(name: str, *, batch: int, repeats: int) -> dict:
         jax.block_until_ready(metrics)
 
     optimizer = torch.optim.Adam(reference.parameters(), lr=tcfg.learning_rate)
-    xt, yt = torch.from_numpy(np.transpose(x, (0, 3, 1, 2)).copy()), torch.from_numpy(y)
+    xt = torch.from_numpy(np.transpose(x, (0, 3, 1, 2)).copy()).to(device)
+    yt = torch.from_numpy(y).to(device)
     xt_cl = xt.contiguous(memory_format=torch.channels_last)
     torch_step = lambda images: (lambda: torch_reference.train_step(
         reference, optimizer, images, yt, sigma=tcfg.sigma, temperature=tcfg.logit_temperature))

@@ -62,14 +62,37 @@ def machine() -> dict:
             cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
     except (OSError, StopIteration):
         pass
-    versions = {"jax": jax.__version__, "jaxlib": jax.lib.__version__, "flax": flax.__version__,
+    import jaxlib
+
+    versions = {"jax": jax.__version__, "jaxlib": jaxlib.__version__, "flax": flax.__version__,
                 "numpy": np.__version__}
+    torch_threads = torch_device = None
     try:
         import torch
         versions["torch"] = torch.__version__
         torch_threads = torch.get_num_threads()
+        torch_device = str(torch_reference_device())
+        if torch.cuda.is_available():
+            torch_device += f" ({torch.cuda.get_device_name()})"
     except ImportError:
-        versions["torch"], torch_threads = None, None
-    return {"cpu": cpu, "cores": os.cpu_count(), "jax_device": str(jax.devices()[0]),
-            "torch_threads": torch_threads, "versions": versions,
+        versions["torch"] = None
+    return {"cpu": cpu, "cores": os.cpu_count(), "jax_backend": jax.default_backend(),
+            "jax_device": str(jax.devices()[0]),
+            "jax_device_kind": getattr(jax.devices()[0], "device_kind", ""),
+            "torch_threads": torch_threads, "torch_device": torch_device, "versions": versions,
             "load_average_at_start": os.getloadavg()[0]}
+
+
+def on_gpu() -> bool:
+    """Whether JAX computes on a GPU (the benchmarks then run torch on CUDA too)."""
+    return jax.default_backend() == "gpu"
+
+
+def torch_reference_device():
+    """The torch device of the reference: CUDA when JAX runs on a GPU, else the CPU."""
+    import torch
+
+    if on_gpu() and not torch.cuda.is_available():
+        raise RuntimeError("JAX runs on a GPU but torch sees no CUDA device: the comparison "
+                           "would not be on the same hardware")
+    return torch.device("cuda" if on_gpu() else "cpu")

@@ -1,10 +1,17 @@
-"""Runs every benchmark and writes benchmarks/results.json and RESULTS.md.
+"""Runs every benchmark and writes results JSON and a markdown table.
 
-  python benchmarks/run.py [--quick]
+  python benchmarks/run.py [--profile quick|full|gpu] [--out DIR]
 
---quick uses few samples and skips ResNet-18 (minutes on 2 CPU cores); the
-full run adds ResNet-18 (few samples: it is slow on CPU) and certifies at the
-real n = 100,000 for the memory figure. Ratios come from interleaved runs.
+quick uses few samples and skips ResNet-18 (minutes on 2 CPU cores); full
+adds ResNet-18 (few samples: it is slow on CPU) and certifies at the real
+n = 100,000 for the memory figure; gpu (the default when JAX runs on a GPU)
+uses batch and chunk sizes that fill a GPU, and runs the torch reference on
+CUDA. CPU runs write benchmarks/results.json and RESULTS.md, GPU runs
+results_gpu.json and RESULTS_gpu.md. Ratios come from interleaved runs.
+
+The files are rewritten after every section, so an interrupted run keeps what
+it finished; a section that fails is recorded under "errors", the others still
+run, and the exit status is then 1.
 """
 from __future__ import annotations
 
@@ -14,6 +21,7 @@ import json
 import os
 import subprocess
 import sys
+import traceback
 
 import jax
 import jax.numpy as jnp
@@ -28,16 +36,28 @@ from hycas_jax import functional
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 SMALL = ("small_cnn 28x28x1", "small_cnn 32x32x3")
-SIZES = {  # quick / full
-    "cert": ({"num": 1000, "chunk": 500, "repeats": 5}, {"num": 4000, "chunk": 1000, "repeats": 5}),
-    "cert_resnet": (None, {"num": 16, "chunk": 16, "repeats": 3}),
-    "agree": ({"count": 1, "n0": 100, "n": 1000, "chunk": 500},
-              {"count": 3, "n0": 100, "n": 10_000, "chunk": 1000}),
-    "train": ({"batch": 64, "repeats": 7}, {"batch": 128, "repeats": 7}),
-    "train_resnet": (None, {"batch": 16, "repeats": 5}),
-    "attack": ({"batch": 8, "n_iter": 5, "eot_iter": 2, "repeats": 2},
-               {"batch": 32, "n_iter": 10, "eot_iter": 4, "repeats": 3}),
-    "memory_n": (10_000, 100_000),
+RESNET = "resnet18 32x32x3"
+SIZES = {
+    "quick": {
+        "cert": {"num": 1000, "chunk": 500, "repeats": 5}, "cert_resnet": None,
+        "agree": {"count": 1, "n0": 100, "n": 1000, "chunk": 500},
+        "train": {"batch": 64, "repeats": 7}, "train_resnet": None,
+        "attack": {"batch": 8, "n_iter": 5, "eot_iter": 2, "repeats": 2},
+        "memory": {"n": 10_000, "batch_size": 1000}},
+    "full": {
+        "cert": {"num": 4000, "chunk": 1000, "repeats": 5},
+        "cert_resnet": {"num": 16, "chunk": 16, "repeats": 3},
+        "agree": {"count": 3, "n0": 100, "n": 10_000, "chunk": 1000},
+        "train": {"batch": 128, "repeats": 7}, "train_resnet": {"batch": 16, "repeats": 5},
+        "attack": {"batch": 32, "n_iter": 10, "eot_iter": 4, "repeats": 3},
+        "memory": {"n": 100_000, "batch_size": 1000}},
+    "gpu": {
+        "cert": {"num": 100_000, "chunk": 10_000, "repeats": 3},
+        "cert_resnet": {"num": 4096, "chunk": 1024, "repeats": 3},
+        "agree": {"count": 3, "n0": 100, "n": 100_000, "chunk": 10_000},
+        "train": {"batch": 256, "repeats": 7}, "train_resnet": {"batch": 128, "repeats": 5},
+        "attack": {"batch": 128, "n_iter": 10, "eot_iter": 4, "repeats": 3},
+        "memory": {"n": 100_000, "batch_size": 10_000}},
 }
 
 
@@ -54,45 +74,107 @@ def attacks(size: dict) -> list:
     return rows
 
 
-def memory(n: int) -> dict:
-    """Certify one image in a fresh process: peak RSS and compile time."""
-    out = subprocess.run([sys.executable, os.path.join(HERE, "bench_memory.py"), "--n", str(n)],
-                         check=True, capture_output=True, text=True)
+def memory(n: int, batch_size: int) -> dict:
+    """Certify one image in a fresh process: peak memory and compile time."""
+    out = subprocess.run([sys.executable, os.path.join(HERE, "bench_memory.py"), "--n", str(n),
+                          "--batch_size", str(batch_size)], check=True, capture_output=True, text=True)
     return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def sections(size: dict):
+    """(results key, title, thunk returning a list of rows or a dict), in run order:
+    the headline comparisons first, so a run cut short keeps them."""
+    cert, train = size["cert"], size["train"]
+    out = [("certification", "certification throughput",
+            lambda: [bench_certify.throughput(m, **cert) for m in SMALL]),
+           ("training", "training", lambda: [bench_train.throughput(m, **train) for m in SMALL])]
+    if size["cert_resnet"]:
+        out.append(("certification", "certification throughput, ResNet-18",
+                    lambda: [bench_certify.throughput(RESNET, **size["cert_resnet"])]))
+    if size["train_resnet"]:
+        out.append(("training", "training, ResNet-18",
+                    lambda: [bench_train.throughput(RESNET, **size["train_resnet"])]))
+    logit_models = SMALL + ((RESNET,) if size["cert_resnet"] else ())
+    out += [("logits", "logits, ours vs torch on the same noise",
+             lambda: [r for m in logit_models for r in bench_certify.logit_agreement(m)]),
+            ("agreement", "certified results, ours vs torch",
+             lambda: [r for m in SMALL for r in bench_certify.agreement(m, **size["agree"])]),
+            ("profile", "RNG share", lambda: [bench_profile.rng_share(SMALL[0], chunk=cert["chunk"],
+                                                                     repeats=cert["repeats"])]),
+            ("attacks", "attacks", lambda: attacks(size["attack"])),
+            ("memory", "memory and compile time", lambda: memory(**size["memory"]))]
+    return out
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--profile", choices=sorted(SIZES), default=None,
+                        help="sizes to run (default: gpu on a GPU, else full)")
+    parser.add_argument("--quick", action="store_true", help="same as --profile quick")
+    parser.add_argument("--out", default=HERE, help="folder for the results files")
+    parser.add_argument("--only", default=None,
+                        help="comma-separated result keys to run (certification, training, logits, "
+                             "agreement, profile, attacks, memory); with --update, they replace "
+                             "those of the results file already in --out")
+    parser.add_argument("--update", action="store_true",
+                        help="start from the results file in --out (rerun sections after a fix)")
     args = parser.parse_args()
-    size = {k: v[0 if args.quick else 1] for k, v in SIZES.items()}
+    profile = "quick" if args.quick else args.profile or ("gpu" if common.on_gpu() else "full")
+    size = SIZES[profile]
+    suffix = "_gpu" if common.on_gpu() else ""
+    paths = (os.path.join(args.out, f"results{suffix}.json"), os.path.join(args.out, f"RESULTS{suffix}.md"))
     log = lambda what: print(f"[{datetime.datetime.now():%H:%M:%S}] {what}", flush=True)
-    results = {"date": datetime.datetime.now().isoformat(timespec="seconds"), "quick": args.quick,
-               "command": "python benchmarks/run.py" + (" --quick" if args.quick else ""),
-               "machine": common.machine()}
-    log("certification throughput")
-    results["certification"] = [bench_certify.throughput(m, **size["cert"]) for m in SMALL]
-    if size["cert_resnet"]:
-        results["certification"].append(bench_certify.throughput("resnet18 32x32x3", **size["cert_resnet"]))
-    log("certified results, ours vs torch")
-    results["agreement"] = [r for m in SMALL for r in bench_certify.agreement(m, **size["agree"])]
-    log("RNG share")
-    results["profile"] = [bench_profile.rng_share(SMALL[0], chunk=size["cert"]["chunk"],
-                                                  repeats=size["cert"]["repeats"])]
-    log("training")
-    results["training"] = [bench_train.throughput(m, **size["train"]) for m in SMALL]
-    if size["train_resnet"]:
-        results["training"].append(bench_train.throughput("resnet18 32x32x3", **size["train_resnet"]))
-    log("attacks")
-    results["attacks"] = attacks(size["attack"])
-    log("memory and compile time")
-    results["memory"] = memory(size["memory_n"])
-    results["targets"] = report.targets(results)
-    with open(os.path.join(HERE, "results.json"), "w") as f:
-        json.dump(results, f, indent=2)
-    with open(os.path.join(HERE, "RESULTS.md"), "w") as f:
-        f.write(report.markdown(results))
-    log("wrote benchmarks/results.json and benchmarks/RESULTS.md")
+    argv = sys.argv[1:]
+    if "--out" in argv:  # where the files went is not part of how they were made
+        del argv[argv.index("--out"):argv.index("--out") + 2]
+    command = " ".join(["python benchmarks/run.py"] + [a for a in argv if not a.startswith("--out=")])
+    now = datetime.datetime.now().isoformat(timespec="seconds")
+    todo = sections(size)
+    if args.only:
+        keys = set(args.only.split(","))
+        unknown = keys - {key for key, _, _ in todo}
+        if unknown:
+            parser.error(f"--only: unknown section(s) {sorted(unknown)}")
+        todo = [t for t in todo if t[0] in keys]
+    if args.update:
+        if not os.path.exists(paths[0]):
+            parser.error(f"--update: no results file {paths[0]} to update")
+        with open(paths[0]) as f:
+            results = json.load(f)
+        if results.get("sizes") != profile:
+            parser.error(f"--update: {paths[0]} holds a {results.get('sizes')} run, not {profile}")
+        for key in {t[0] for t in todo}:
+            results.pop(key, None)
+        results["errors"] = [e for e in results.get("errors", [])
+                             if e["section"] not in {t[1] for t in todo}]
+        results.setdefault("notes", []).append(
+            f"Rerun on {now} with `{command}` ({' '.join(map(str, (jax.devices()[0], getattr(jax.devices()[0], 'device_kind', ''))))}): "
+            + ", ".join(sorted({t[0] for t in todo})) + "; every ratio still comes from one interleaved run.")
+    else:
+        results = {"date": now, "sizes": profile, "quick": profile == "quick", "command": command,
+                   "machine": common.machine(), "errors": []}
+    os.makedirs(args.out, exist_ok=True)
+    for key, title, thunk in todo:
+        log(title)
+        try:
+            rows = thunk()
+        except Exception as error:  # keep the other sections; the exit status reports it
+            traceback.print_exc()
+            results["errors"].append({"section": title, "error": f"{type(error).__name__}: {error}"})
+        else:
+            if isinstance(rows, list):
+                results.setdefault(key, []).extend(rows)
+            else:
+                results[key] = rows
+        results["targets"] = report.targets(results)
+        with open(paths[0], "w") as f:
+            json.dump(results, f, indent=2)
+        with open(paths[1], "w") as f:
+            f.write(report.markdown(results))
+    log(f"wrote {paths[0]} and {paths[1]}")
+    if results["errors"]:
+        sys.exit(f"{len(results['errors'])} section(s) failed: "
+                 + "; ".join(e["section"] for e in results["errors"]))
 
 
 if __name__ == "__main__":

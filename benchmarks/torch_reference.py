@@ -45,13 +45,16 @@ def _param(array) -> nn.Parameter:
 # ------------------------------------------------------------------ noise
 
 class TorchNoise:
-    """Draws every omega and projection filter with torch's RNG."""
+    """Draws every omega and projection filter with torch's RNG, on `device`."""
+
+    def __init__(self, device=None):
+        self.device = device
 
     def omega(self, like: torch.Tensor) -> torch.Tensor:
         return torch.randn_like(like)
 
     def filters(self, n: int, channels: int, k: int) -> torch.Tensor:
-        return torch.randn(n, channels, k, k)
+        return torch.randn(n, channels, k, k, device=self.device)
 
 
 class ReplayNoise:
@@ -61,8 +64,9 @@ class ReplayNoise:
     filters HWIO (k, k, 1, C) shared by the batch.
     """
 
-    def __init__(self, draws):
+    def __init__(self, draws, device=None):
         self.draws = [np.array(d, np.float32) for d in draws]
+        self.device = device
 
     def _next(self, ndim: int) -> torch.Tensor:
         if not self.draws:
@@ -70,7 +74,7 @@ class ReplayNoise:
         draw = self.draws.pop(0)
         if draw.ndim != ndim:
             raise ValueError(f"draw of shape {draw.shape} where a rank-{ndim} one was expected")
-        return torch.from_numpy(draw)
+        return torch.from_numpy(draw).to(self.device)
 
     def omega(self, like: torch.Tensor) -> torch.Tensor:
         out = self._next(4).permute(0, 3, 1, 2)
@@ -307,9 +311,19 @@ class Classifier(Cached):
                 m.power_iterate()
 
 
-def from_jax(jax_model) -> Classifier:
-    """The torch reference with the weights and power-iteration state of `jax_model`."""
-    return Classifier(jax_model)
+def default_device() -> torch.device:
+    """CUDA when torch sees a GPU, else the CPU."""
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def from_jax(jax_model, device=None) -> Classifier:
+    """The torch reference with the weights and power-iteration state of `jax_model`,
+    on `device` (the CPU by default)."""
+    return Classifier(jax_model).to(device or "cpu")
+
+
+def device_of(model: nn.Module) -> torch.device:
+    return next(model.parameters()).device
 
 
 # ------------------------------------------------- Cohen et al.'s sampling loop
@@ -317,9 +331,11 @@ def from_jax(jax_model) -> Classifier:
 def sample_counts(model: Classifier, image: torch.Tensor, *, num: int, batch_size: int,
                   sigma: float, num_classes: int, channels_last: bool = False) -> np.ndarray:
     """Class counts of `num` noisy copies of one image (C, H, W), `batch_size` at a time."""
-    counts = torch.zeros(num_classes, dtype=torch.long)
+    device = device_of(model)
+    image = image.to(device)
+    counts = torch.zeros(num_classes, dtype=torch.long, device=device)
     fmt = torch.channels_last if channels_last else torch.contiguous_format
-    noise = TorchNoise()
+    noise = TorchNoise(device)
     with model.inference():
         remaining = num
         while remaining > 0:
@@ -328,13 +344,13 @@ def sample_counts(model: Classifier, image: torch.Tensor, *, num: int, batch_siz
             logits = model(batch + sigma * torch.randn_like(batch), noise)
             counts += torch.bincount(logits.argmax(dim=1), minlength=num_classes)
             remaining -= b
-    return counts.numpy()
+    return counts.cpu().numpy()
 
 
 def train_step(model: Classifier, optimizer, x, y, *, sigma: float, temperature: float) -> float:
     """One step as JAX trains: Gaussian input noise, CE on temperature * logits,
     backward, optimizer step, then one power-iteration update of every SNC."""
-    logits = model(x + sigma * torch.randn_like(x), TorchNoise())
+    logits = model(x + sigma * torch.randn_like(x), TorchNoise(x.device))
     loss = F.cross_entropy(temperature * logits, y)
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
