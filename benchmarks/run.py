@@ -1,6 +1,7 @@
 """Runs every benchmark and writes results JSON and a markdown table.
 
   python benchmarks/run.py [--profile quick|full|gpu] [--out DIR]
+  python benchmarks/run.py --only training,memory --update   # rerun sections into the files
 
 quick uses few samples and skips ResNet-18 (minutes on 2 CPU cores); full
 adds ResNet-18 (few samples: it is slow on CPU) and certifies at the real
@@ -48,7 +49,7 @@ SIZES = {
         "cert": {"num": 4000, "chunk": 1000, "repeats": 5},
         "cert_resnet": {"num": 16, "chunk": 16, "repeats": 3},
         "agree": {"count": 3, "n0": 100, "n": 10_000, "chunk": 1000},
-        "train": {"batch": 128, "repeats": 7}, "train_resnet": {"batch": 16, "repeats": 5},
+        "train": {"batch": 128, "repeats": 7}, "train_resnet": {"batch": 16, "repeats": 11},
         "attack": {"batch": 32, "n_iter": 10, "eot_iter": 4, "repeats": 3},
         "memory": {"n": 100_000, "batch_size": 1000}},
     "gpu": {

@@ -311,11 +311,6 @@ class Classifier(Cached):
                 m.power_iterate()
 
 
-def default_device() -> torch.device:
-    """CUDA when torch sees a GPU, else the CPU."""
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-
-
 def from_jax(jax_model, device=None) -> Classifier:
     """The torch reference with the weights and power-iteration state of `jax_model`,
     on `device` (the CPU by default)."""
