@@ -136,23 +136,6 @@ def torch_certify(reference, image, classes, *, n0, n, chunk, sigma, alpha) -> d
             "top_fraction": float(counts.max() / n)}
 
 
-def _recorded_forward(model, x, key):
-    """Eager forward of the JAX model, keeping every standard-normal draw in call order."""
-    draws, normal = [], rng.normal
-
-    def recording(*args, **kwargs):
-        out = normal(*args, **kwargs)
-        draws.append(np.asarray(out))
-        return out
-
-    rng.normal = recording
-    try:
-        logits = np.asarray(model(x, key))
-    finally:
-        rng.normal = normal
-    return logits, draws
-
-
 def logit_agreement(name: str, *, batch: int = 4) -> list:
     """Largest |ours - torch| / max |logit| on the benchmark device for the same weights
     and the same noise (JAX's draws replayed into torch): once at each library's default
@@ -169,7 +152,7 @@ def logit_agreement(name: str, *, batch: int = 4) -> list:
             torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
         try:
             with jax.default_matmul_precision("highest" if precision == "float32" else "default"):
-                logits, draws = _recorded_forward(model, x, jax.random.key(3))
+                logits, draws = torch_reference.recorded_forward(model, x, jax.random.key(3))
             with torch.no_grad():
                 theirs = reference(xt, torch_reference.ReplayNoise(draws, device)).cpu().numpy()
         finally:

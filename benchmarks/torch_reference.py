@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from hycas_jax import dct
+from hycas_jax import dct, rng
 from hycas_jax.models.resnet import ResNet18
 from hycas_jax.streams import FDPAN, RPFAN, SNCAN
 
@@ -85,6 +85,24 @@ class ReplayNoise:
     def filters(self, n: int, channels: int, k: int) -> torch.Tensor:
         out = self._next(4).permute(3, 2, 0, 1).reshape(1, channels, k, k)
         return out.expand(n, channels, k, k)
+
+
+def recorded_forward(jax_model, x, key):
+    """Eager forward of a JAX model -> (logits, every standard-normal draw in call order),
+    the draws ready for `ReplayNoise` (the model draws with `hycas_jax.rng.normal`)."""
+    draws, normal = [], rng.normal
+
+    def recording(*args, **kwargs):
+        out = normal(*args, **kwargs)
+        draws.append(np.asarray(out))
+        return out
+
+    rng.normal = recording
+    try:
+        logits = np.asarray(jax_model(x, key))
+    finally:
+        rng.normal = normal
+    return logits, draws
 
 
 # ----------------------------------------------------------------- layers

@@ -14,7 +14,7 @@ torch = pytest.importorskip("torch")
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "benchmarks"))
 import torch_reference  # noqa: E402
 
-from hycas_jax import models, rng  # noqa: E402
+from hycas_jax import models  # noqa: E402
 
 
 def _model(backbone, rani="per_block", image_shape=None):
@@ -36,22 +36,6 @@ def _model(backbone, rani="per_block", image_shape=None):
     return model
 
 
-def _recorded_forward(model, x, key, monkeypatch):
-    """Eager JAX forward, recording every standard-normal draw (RANI omegas and
-    RPFAN filters, in call order): the model draws them with `hycas_jax.rng.normal`."""
-    draws, normal = [], rng.normal
-
-    def recording_normal(*args, **kwargs):
-        out = normal(*args, **kwargs)
-        draws.append(np.asarray(out))
-        return out
-
-    with monkeypatch.context() as patch:
-        patch.setattr(rng, "normal", recording_normal)
-        logits = model(x, key)
-    return np.asarray(logits), draws
-
-
 def _torch_logits(model, x, draws, channels_last=False):
     xt = torch.from_numpy(np.transpose(np.asarray(x), (0, 3, 1, 2)).copy())
     if channels_last:
@@ -69,20 +53,20 @@ def _torch_logits(model, x, draws, channels_last=False):
     ("small_cnn", "budgeted", (32, 32, 3), False),
     ("resnet18", "per_block", (16, 16, 3), True),
 ])
-def test_same_logits_on_same_noise(backbone, rani, shape, channels_last, monkeypatch):
+def test_same_logits_on_same_noise(backbone, rani, shape, channels_last):
     model = _model(backbone, rani, shape)
     x = jax.random.uniform(jax.random.key(2), (3, *model.image_shape))
-    logits, draws = _recorded_forward(model, x, jax.random.key(3), monkeypatch)
+    logits, draws = torch_reference.recorded_forward(model, x, jax.random.key(3))
     assert len(draws) > 3
     ours = _torch_logits(model, x, draws, channels_last)
     np.testing.assert_allclose(ours, logits, rtol=1e-4, atol=1e-5 * np.abs(logits).max())
 
 
-def test_noise_changes_logits(monkeypatch):
+def test_noise_changes_logits():
     """Guards the comparison above: the replayed draws really matter."""
     model = _model("small_cnn")
     x = jax.random.uniform(jax.random.key(2), (2, *model.image_shape))
-    logits, draws = _recorded_forward(model, x, jax.random.key(3), monkeypatch)
+    logits, draws = torch_reference.recorded_forward(model, x, jax.random.key(3))
     shuffled = [np.flip(d, axis=-1).copy() for d in draws]
     assert not np.allclose(_torch_logits(model, x, shuffled), logits, rtol=1e-3)
 
