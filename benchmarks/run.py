@@ -41,7 +41,7 @@ RESNET = "resnet18 32x32x3"
 SIZES = {
     "quick": {
         "cert": {"num": 1000, "chunk": 500, "repeats": 5}, "cert_resnet": None,
-        "agree": {"count": 1, "n0": 100, "n": 1000, "chunk": 500},
+        "agree": {"count": 1, "n0": 100, "n": 1000, "chunk": 500}, "agree_resnet": None,
         "train": {"batch": 64, "repeats": 7}, "train_resnet": None,
         "attack": {"batch": 8, "n_iter": 5, "eot_iter": 2, "repeats": 2},
         "memory": {"n": 10_000, "batch_size": 1000}},
@@ -49,6 +49,7 @@ SIZES = {
         "cert": {"num": 4000, "chunk": 1000, "repeats": 5},
         "cert_resnet": {"num": 16, "chunk": 16, "repeats": 3},
         "agree": {"count": 3, "n0": 100, "n": 10_000, "chunk": 1000},
+        "agree_resnet": {"count": 1, "n0": 16, "n": 128, "chunk": 16},  # slow on CPU: a few samples
         "train": {"batch": 128, "repeats": 7}, "train_resnet": {"batch": 16, "repeats": 11},
         "attack": {"batch": 32, "n_iter": 10, "eot_iter": 4, "repeats": 3},
         "memory": {"n": 100_000, "batch_size": 1000}},
@@ -56,6 +57,7 @@ SIZES = {
         "cert": {"num": 100_000, "chunk": 10_000, "repeats": 3},
         "cert_resnet": {"num": 4096, "chunk": 1024, "repeats": 3},
         "agree": {"count": 3, "n0": 100, "n": 100_000, "chunk": 10_000},
+        "agree_resnet": {"count": 2, "n0": 100, "n": 100_000, "chunk": 1024},
         "train": {"batch": 256, "repeats": 7}, "train_resnet": {"batch": 128, "repeats": 5},
         "attack": {"batch": 128, "n_iter": 10, "eot_iter": 4, "repeats": 3},
         "memory": {"n": 100_000, "batch_size": 10_000}},
@@ -99,8 +101,11 @@ def sections(size: dict):
     out += [("logits", "logits, ours vs torch on the same noise",
              lambda: [r for m in logit_models for r in bench_certify.logit_agreement(m)]),
             ("agreement", "certified results, ours vs torch",
-             lambda: [r for m in SMALL for r in bench_certify.agreement(m, **size["agree"])]),
-            ("profile", "RNG share", lambda: [bench_profile.rng_share(SMALL[0], chunk=cert["chunk"],
+             lambda: [r for m in SMALL for r in bench_certify.agreement(m, **size["agree"])])]
+    if size["agree_resnet"]:
+        out.append(("agreement", "certified results, ours vs torch, ResNet-18",
+                    lambda: bench_certify.agreement(RESNET, **size["agree_resnet"])))
+    out += [("profile", "RNG share", lambda: [bench_profile.rng_share(SMALL[0], chunk=cert["chunk"],
                                                                      repeats=cert["repeats"])]),
             ("attacks", "attacks", lambda: attacks(size["attack"])),
             ("memory", "memory and compile time", lambda: memory(**size["memory"]))]
