@@ -70,7 +70,7 @@ class SNConv(nnx.Module):
         return y if self.bias is None else y + self.bias[...]
 
     def lipschitz_bound(self) -> float:
-        return spectral.conv_operator_bound(np.asarray(self.effective_kernel()), self.input_hw)
+        return spectral.conv_layer_bound(np.asarray(self.effective_kernel()), self.input_hw, self.stride)
 
 
 class PlainConv(nnx.Module):
@@ -88,7 +88,7 @@ class PlainConv(nnx.Module):
         return spectral.conv2d(x, self.kernel[...], self.stride) + self.bias[...]
 
     def lipschitz_bound(self) -> float:
-        return spectral.conv_operator_bound(np.asarray(self.kernel[...]), self.input_hw)
+        return spectral.conv_layer_bound(np.asarray(self.kernel[...]), self.input_hw, self.stride)
 
 
 def power_iterate_all(model: nnx.Module) -> None:

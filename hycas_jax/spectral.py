@@ -2,7 +2,8 @@
 
 Two kinds of numbers live here and must never be confused:
 
-* **Guaranteed upper bounds** (`conv_operator_bound`, `matrix_bound`), computed
+* **Guaranteed upper bounds** (`conv_operator_bound`, `conv_layer_bound`,
+  `matrix_bound`), computed
   on the host in float64 and inflated by `SAFETY` to absorb floating point.
   Certificates use these.
 * **Power-iteration estimates** (`power_iteration_step`, `conv_norm_estimate`),
@@ -56,6 +57,64 @@ def conv_operator_bound(kernel, input_hw: Sequence[int]) -> float:
     blocks = spectrum.reshape(-1, kernel.shape[2], kernel.shape[3])
     sigma = np.linalg.svd(blocks, compute_uv=False)
     return float(sigma.max()) * SAFETY
+
+
+# Largest dense matrix (entries) `conv_layer_bound` builds: 4M float64 entries is
+# 32 MB and well under a second for the SVD of the smaller Gram matrix.
+DENSE_LIMIT = 4_000_000
+
+
+def _same_padding(size: int, k: int, stride: int) -> tuple[int, int]:
+    """(lo, hi) padding of XLA's SAME convolution on one spatial axis."""
+    out = -(-size // stride)
+    total = max((out - 1) * stride + k - size, 0)
+    return total // 2, total - total // 2
+
+
+def conv_dense_matrix(kernel, input_hw: Sequence[int], stride: int = 1) -> np.ndarray:
+    """The float64 matrix of `conv2d(x, kernel, stride)` (SAME padding) on (H, W, c_in)
+    inputs: rows index the flattened (H_out, W_out, c_out) output, columns the
+    flattened (H, W, c_in) input. Built from the kernel entries, not by running a conv."""
+    kernel = _check_kernel(kernel)
+    kh, kw, c_in, c_out = kernel.shape
+    h, w = (int(s) for s in input_hw)
+    (top, _), (left, _) = _same_padding(h, kh, stride), _same_padding(w, kw, stride)
+    h_out, w_out = -(-h // stride), -(-w // stride)
+    dense = np.zeros((h_out, w_out, c_out, h, w, c_in))
+    for oy in range(h_out):
+        for ox in range(w_out):
+            for ky in range(kh):
+                iy = oy * stride + ky - top
+                if not 0 <= iy < h:
+                    continue
+                for kx in range(kw):
+                    ix = ox * stride + kx - left
+                    if 0 <= ix < w:
+                        dense[oy, ox, :, iy, ix, :] = kernel[ky, kx].T
+    return dense.reshape(h_out * w_out * c_out, h * w * c_in)
+
+
+def conv_layer_bound(kernel, input_hw: Sequence[int], stride: int = 1) -> float:
+    """Guaranteed bound on the l2 norm of the layer `conv2d(x, kernel, stride)` (SAME)
+    on (H, W) inputs: the smaller of `conv_operator_bound` (any padding and stride)
+    and, when the layer's dense matrix has at most `DENSE_LIMIT` entries, the SVD
+    bound of that exact matrix.
+
+    On small feature maps the FFT bound counts border outputs that SAME padding
+    never produces (a 3x3 kernel on a 2x2 map: up to 2x loose) and ignores
+    stride; the dense matrix has neither slack.
+    """
+    kernel = _check_kernel(kernel)
+    fft = conv_operator_bound(kernel, input_hw)
+    h, w = (int(s) for s in input_hw)
+    rows = -(-h // stride) * -(-w // stride) * kernel.shape[3]
+    if rows * h * w * kernel.shape[2] > DENSE_LIMIT:
+        return fft
+    dense = conv_dense_matrix(kernel, input_hw, stride)
+    gram = dense @ dense.T if dense.shape[0] <= dense.shape[1] else dense.T @ dense
+    # sigma_max^2 = lambda_max of the Gram matrix; float64 error is far below SAFETY.
+    exact = float(np.sqrt(max(np.linalg.eigvalsh(gram)[-1], 0.0))) * SAFETY
+    return min(fft, exact)
 
 
 def matrix_bound(matrix) -> float:
