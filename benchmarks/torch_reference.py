@@ -28,6 +28,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from hycas_jax import dct, rng
+from hycas_jax.spectral import same_padding
 from hycas_jax.models.resnet import ResNet18
 from hycas_jax.streams import FDPAN, RPFAN, SNCAN
 
@@ -114,13 +115,6 @@ class Cached(nn.Module):
 
     def effective(self):
         return self.weights() if self.cache is None else self.cache
-
-
-def same_padding(size: int, k: int, stride: int):
-    """(lo, hi) padding of XLA's SAME convolution."""
-    out = -(-size // stride)
-    total = max((out - 1) * stride + k - size, 0)
-    return total // 2, total - total // 2
 
 
 class SNConv(Cached):

@@ -64,7 +64,7 @@ def conv_operator_bound(kernel, input_hw: Sequence[int]) -> float:
 DENSE_LIMIT = 4_000_000
 
 
-def _same_padding(size: int, k: int, stride: int) -> tuple[int, int]:
+def same_padding(size: int, k: int, stride: int) -> tuple[int, int]:
     """(lo, hi) padding of XLA's SAME convolution on one spatial axis."""
     out = -(-size // stride)
     total = max((out - 1) * stride + k - size, 0)
@@ -78,7 +78,7 @@ def conv_dense_matrix(kernel, input_hw: Sequence[int], stride: int = 1) -> np.nd
     kernel = _check_kernel(kernel)
     kh, kw, c_in, c_out = kernel.shape
     h, w = (int(s) for s in input_hw)
-    (top, _), (left, _) = _same_padding(h, kh, stride), _same_padding(w, kw, stride)
+    (top, _), (left, _) = same_padding(h, kh, stride), same_padding(w, kw, stride)
     h_out, w_out = -(-h // stride), -(-w // stride)
     dense = np.zeros((h_out, w_out, c_out, h, w, c_in))
     for oy in range(h_out):
