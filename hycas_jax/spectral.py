@@ -3,9 +3,8 @@
 Two kinds of numbers live here and must never be confused:
 
 * **Guaranteed upper bounds** (`conv_operator_bound`, `conv_layer_bound`,
-  `matrix_bound`), computed
-  on the host in float64 and inflated by `SAFETY` to absorb floating point.
-  Certificates use these.
+  `matrix_bound`), computed on the host in float64 and inflated by `SAFETY` to
+  absorb floating point. Certificates use these.
 * **Power-iteration estimates** (`power_iteration_step`, `conv_norm_estimate`),
   which converge to the norm from *below*. Training normalizes with them; a
   certificate never relies on them.
