@@ -15,6 +15,9 @@ convolution, which equals the circular convolution on any grid of size
 N >= n + k - 1. The circular convolution is block-diagonalized by the 2-D DFT,
 so its norm is the largest singular value over the N x N frequency blocks of
 the kernel's DFT. Restricting/subsampling (stride) can only lower the norm.
+That slack is large on small maps (the border outputs of a 3x3 kernel on a 2x2
+map), so `conv_layer_bound`, which the layers use, also takes the SVD of the
+layer's exact dense matrix where it is small, and keeps the smaller bound.
 """
 from __future__ import annotations
 
