@@ -41,7 +41,8 @@ def flops_per_sample(logits_fn, params, image, chunk: int) -> tuple[float, float
         # Counted for the CPU whatever the backend: a GPU's cost analysis leaves out the
         # convolutions it hands to cuDNN, and the count is a property of the model.
         cpu = jax.devices("cpu")[0]
-        cost = jax.jit(run).lower(jax.device_put(params, cpu), jax.device_put(keys, cpu)).compile().cost_analysis()
+        lowered = jax.jit(run).lower(jax.device_put(params, cpu), jax.device_put(keys, cpu))
+        cost = lowered.compile().cost_analysis()
         cost = cost[0] if isinstance(cost, (list, tuple)) else cost
         return float(cost["flops"]) / chunk
 

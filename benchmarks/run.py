@@ -153,8 +153,9 @@ def main():
             results.pop(key, None)
         results["errors"] = [e for e in results.get("errors", [])
                              if e["section"] not in {t[1] for t in todo}]
+        device = jax.devices()[0]
         results.setdefault("notes", []).append(
-            f"Rerun on {now} with `{command}` ({' '.join(map(str, (jax.devices()[0], getattr(jax.devices()[0], 'device_kind', ''))))}): "
+            f"Rerun on {now} with `{command}` ({device} {getattr(device, 'device_kind', '')}): "
             + ", ".join(sorted({t[0] for t in todo})) + "; every ratio still comes from one interleaved run.")
     else:
         results = {"date": now, "sizes": profile, "quick": profile == "quick", "command": command,
