@@ -15,7 +15,7 @@ from scipy import stats
 
 import common
 import torch_reference
-from hycas_jax import functional, rng, smoothing
+from hycas_jax import freeze, functional, rng, smoothing
 
 MATMUL_SIZE = {"cpu": 1024, "gpu": 8192}  # big enough to reach the backend's peak
 
@@ -74,7 +74,7 @@ def throughput(name: str, *, num: int, chunk: int, repeats: int, sigma: float = 
     """Samples/s of ours and of the reference (both layouts), interleaved, with the
     FLOP rate of ours against a jitted matmul timed in the same rounds."""
     config, _, _, _, model = common.jax_model(name)
-    logits_fn, params = functional(model)
+    logits_fn, params = functional(freeze(model))  # as certify.py runs it
     classes = config.model.num_classes
     image = common.images(config.model.image_shape, 1)
     reference = torch_reference.from_jax(model, common.torch_reference_device())
@@ -106,7 +106,7 @@ def agreement(name: str, *, count: int, n0: int, n: int, chunk: int, sigma: floa
               alpha: float = 1e-3) -> list:
     """CERTIFY by ours and by the reference on the same images (independent noise)."""
     config, _, _, _, model = common.jax_model(name)
-    logits_fn, params = functional(model)
+    logits_fn, params = functional(freeze(model))  # as certify.py runs it
     classes = config.model.num_classes
     batch = common.images(config.model.image_shape, count, seed=1)
     reference = torch_reference.from_jax(model, common.torch_reference_device())
@@ -140,7 +140,9 @@ def torch_certify(reference, image, classes, *, n0, n, chunk, sigma, alpha) -> d
 def logit_agreement(name: str, *, batch: int = 4) -> list:
     """Largest |ours - torch| / max |logit| on the benchmark device for the same weights
     and the same noise (JAX's draws replayed into torch): once at each library's default
-    precision (TF32 convolutions on recent GPUs) and once at full float32."""
+    precision (TF32 convolutions on recent GPUs) and once at full float32. Ours is the
+    frozen model that is benchmarked (`hycas_jax.inference`); the reference is built
+    from the original, so this also checks that freezing keeps the function."""
     config, _, _, _, model = common.jax_model(name)
     device = common.torch_reference_device()
     reference = torch_reference.from_jax(model, device)
@@ -153,7 +155,7 @@ def logit_agreement(name: str, *, batch: int = 4) -> list:
             torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
         try:
             with jax.default_matmul_precision("highest" if precision == "float32" else "default"):
-                logits, draws = torch_reference.recorded_forward(model, x, jax.random.key(3))
+                logits, draws = torch_reference.recorded_forward(freeze(model), x, jax.random.key(3))
             with torch.no_grad():
                 theirs = reference(xt, torch_reference.ReplayNoise(draws, device)).cpu().numpy()
         finally:

@@ -14,7 +14,7 @@ import time
 import jax
 
 import common
-from hycas_jax import functional, smoothing
+from hycas_jax import freeze, functional, smoothing
 
 COMPILE_EVENTS = ("/jax/core/compile/jaxpr_trace_duration",
                   "/jax/core/compile/jaxpr_to_mlir_module_duration",
@@ -45,7 +45,7 @@ def main():
     jax.monitoring.register_event_duration_secs_listener(
         lambda event, secs, **_: compile_s.append(secs) if event in COMPILE_EVENTS else None)
     config, _, _, _, model = common.jax_model(args.model)
-    logits_fn, params = functional(model)
+    logits_fn, params = functional(freeze(model))  # as certify.py runs it
     image = common.images(config.model.image_shape, 1)
     before_rss, before_compile = peak_rss_mb(), sum(compile_s)
     start = time.perf_counter()

@@ -1,4 +1,4 @@
-"""Targets of issue 7 checked against results, and the RESULTS.md table."""
+"""Targets of issue 7 checked against results, merging rerun sections, and the RESULTS.md table."""
 from __future__ import annotations
 
 TARGETS = (  # name, results key, threshold, higher is better
@@ -8,6 +8,18 @@ TARGETS = (  # name, results key, threshold, higher is better
     ("peak memory < 2 GB certifying one image", "peak_memory_gb", 2.0, False),
     ("certify compile < 20 s", "certify_compile_s", 20.0, False),
 )
+
+
+def merge(results: dict, key: str, rows) -> None:
+    """Adds a finished section's rows under `key`. A row replaces an earlier row of the
+    same model (and image or precision, where rows have them): rerunning a section with
+    --update replaces exactly what it measured again."""
+    if not isinstance(rows, list):
+        results[key] = rows
+        return
+    ident = lambda r: tuple(r.get(k) for k in ("model", "image", "precision"))
+    new = {ident(r) for r in rows}
+    results[key] = [r for r in results.get(key, []) if ident(r) not in new] + rows
 
 
 def peak_memory_mb(memory: dict) -> float:
@@ -131,6 +143,17 @@ def markdown(results: dict) -> str:
                 "the torch reference draws the same number of normals.", ""]
     if mem and mem.get("note"):
         out += [f"Memory note: {mem['note']}.", ""]
-    if results.get("notes"):
-        out += ["## Notes", ""] + [f"- {n}" for n in results["notes"]] + [""]
+    for p in results.get("ops", []):
+        out += [f"## Profile: device time per model component ({p['model']}, chunk {p['chunk']}, "
+                f"{p['device']})", ""]
+        out += _table(p["by_component"], [("component", "component", "s"), ("ms per chunk", "ms", ".3g"),
+                                          ("share", "share", ".2f")])
+        out += ["From a jax.profiler trace of the Monte Carlo pass (`benchmarks/bench_profile.py`): "
+                "each compiled op's time, counted under the named scope of the model component it "
+                "comes from. A fused op counts under the scope of its root: the `rani` row also holds "
+                "the Gaussian draws of every RANI, and the gate they feed. On a CPU ops on different "
+                "threads overlap, so the times sum to more than the wall time.", ""]
+    notes = [n for n in results.get("notes", []) if n]  # "" = a rerun that finished nothing
+    if notes:
+        out += ["## Notes", ""] + [f"- {n}" for n in notes] + [""]
     return "\n".join(out)

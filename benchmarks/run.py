@@ -33,7 +33,7 @@ import bench_profile
 import bench_train
 import common
 import report
-from hycas_jax import functional
+from hycas_jax import freeze, functional
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 SMALL = ("small_cnn 28x28x1", "small_cnn 32x32x3")
@@ -72,7 +72,7 @@ def attacks(size: dict) -> list:
     timing = {k: size[k] for k in ("n_iter", "eot_iter", "repeats")}
     rows = [{"model": "toy noisy CNN (bench_attacks)",
              **bench_attacks.measure(bench_attacks.noisy_cnn, toy, x, y, **timing)}]
-    logits_fn, params = functional(common.jax_model("small_cnn 32x32x3")[-1])
+    logits_fn, params = functional(freeze(common.jax_model("small_cnn 32x32x3")[-1]))
     rows.append({"model": "hycas small_cnn 32x32x3", **bench_attacks.measure(logits_fn, params, x, y, **timing)})
     return rows
 
@@ -81,6 +81,15 @@ def memory(n: int, batch_size: int) -> dict:
     """Certify one image in a fresh process: peak memory and compile time."""
     out = subprocess.run([sys.executable, os.path.join(HERE, "bench_memory.py"), "--n", str(n),
                           "--batch_size", str(batch_size)], check=True, capture_output=True, text=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def op_times(model: str, chunk: int) -> dict:
+    """bench_profile.op_times in a fresh process, GPU command buffers off (see there)."""
+    env = dict(os.environ)
+    env["XLA_FLAGS"] = (env.get("XLA_FLAGS", "") + " --xla_gpu_enable_command_buffer=").strip()
+    out = subprocess.run([sys.executable, os.path.join(HERE, "bench_profile.py"), "--model", model,
+                          "--chunk", str(chunk)], check=True, capture_output=True, text=True, env=env)
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
@@ -107,6 +116,8 @@ def sections(size: dict):
                     lambda: bench_certify.agreement(RESNET, **size["agree_resnet"])))
     out += [("profile", "RNG share", lambda: [bench_profile.rng_share(SMALL[0], chunk=cert["chunk"],
                                                                      repeats=cert["repeats"])]),
+            ("ops", "device time per model component",
+             lambda: [op_times(SMALL[0], cert["chunk"])]),
             ("attacks", "attacks", lambda: attacks(size["attack"])),
             ("memory", "memory and compile time", lambda: memory(**size["memory"]))]
     return out
@@ -120,8 +131,8 @@ def main():
     parser.add_argument("--out", default=HERE, help="folder for the results files")
     parser.add_argument("--only", default=None,
                         help="comma-separated result keys to run (certification, training, logits, "
-                             "agreement, profile, attacks, memory); with --update, they replace "
-                             "those of the results file already in --out")
+                             "agreement, profile, ops, attacks, memory); with --update, they replace "
+                             "the rows they measure again in the results file already in --out")
     parser.add_argument("--update", action="store_true",
                         help="start from the results file in --out (rerun sections after a fix)")
     args = parser.parse_args()
@@ -149,18 +160,17 @@ def main():
             results = json.load(f)
         if results.get("sizes") != profile:
             parser.error(f"--update: {paths[0]} holds a {results.get('sizes')} run, not {profile}")
-        for key in {t[0] for t in todo}:
-            results.pop(key, None)
         results["errors"] = [e for e in results.get("errors", [])
                              if e["section"] not in {t[1] for t in todo}]
         device = jax.devices()[0]
-        results.setdefault("notes", []).append(
-            f"Rerun on {now} with `{command}` ({device} {getattr(device, 'device_kind', '')}): "
-            + ", ".join(sorted({t[0] for t in todo})) + "; every ratio still comes from one interleaved run.")
+        results.setdefault("notes", []).append("")
+        note = (f"Rerun on {now} with `{command}` ({device} {getattr(device, 'device_kind', '')}); "
+                "sections finished: {}; every ratio still comes from one interleaved run.")
     else:
         results = {"date": now, "sizes": profile, "quick": profile == "quick", "command": command,
                    "machine": common.machine(), "errors": []}
     os.makedirs(args.out, exist_ok=True)
+    finished = []
     for key, title, thunk in todo:
         log(title)
         try:
@@ -169,10 +179,10 @@ def main():
             traceback.print_exc()
             results["errors"].append({"section": title, "error": f"{type(error).__name__}: {error}"})
         else:
-            if isinstance(rows, list):
-                results.setdefault(key, []).extend(rows)
-            else:
-                results[key] = rows
+            report.merge(results, key, rows)
+            finished.append(title)
+            if args.update:  # a rerun cut short keeps the old rows it did not get to
+                results["notes"][-1] = note.format("; ".join(finished))
         results["targets"] = report.targets(results)
         with open(paths[0], "w") as f:
             json.dump(results, f, indent=2)

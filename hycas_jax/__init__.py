@@ -4,11 +4,15 @@ The contract shared by every part of the library: a classifier is a pure
 function `logits_fn(params, x, key) -> logits (B, num_classes)` of float32 NHWC
 raw pixels in [0, 1] and a PRNG key. `functional(model)` turns a Flax NNX
 model into that form; smoothing, certificates and attacks accept any such
-function.
+function. For inference, `functional(freeze(model))` computes the weights that
+layers derive from their parameters once instead of in every forward pass
+(see `hycas_jax.inference`).
 """
 from __future__ import annotations
 
 from flax import nnx
+
+from hycas_jax.inference import freeze
 
 __version__ = "0.1.0"
 

@@ -73,8 +73,16 @@ class HyCASBlock(nnx.Module):
 
     def __call__(self, x: jax.Array, key: jax.Array) -> jax.Array:
         keys = jax.random.split(key, len(self.streams) + 1)
-        fused = self.gate([s(x, k) for s, k in zip(self.streams, keys[:-1])])
-        return fused if self.post_rani is None else self.post_rani(fused, keys[-1])
+        outs = []
+        for name, stream, k in zip(self.stream_names, self.streams, keys[:-1]):
+            with jax.named_scope(name):
+                outs.append(stream(x, k))
+        with jax.named_scope("gate"):
+            fused = self.gate(outs)
+        if self.post_rani is None:
+            return fused
+        with jax.named_scope("post_rani"):
+            return self.post_rani(fused, keys[-1])
 
     def lipschitz_bound(self) -> float:
         bound = self.gate.lipschitz_bound([s.lipschitz_bound() for s in self.streams])

@@ -28,6 +28,7 @@ import numpy as np
 from flax import nnx
 
 from hycas_jax import spectral
+from hycas_jax.inference import Frozen, frozen_or
 
 
 class GateLogits(nnx.Variable):
@@ -42,16 +43,24 @@ class ConvexGate(nnx.Module):
         self.logits = (nnx.Param if learned else GateLogits)(jnp.zeros(shape, jnp.float32))
 
     def weights(self) -> jax.Array:
-        return jax.nn.softmax(self.logits[...], axis=0)
+        return frozen_or(self, "frozen_weights", lambda: jax.nn.softmax(self.logits[...], axis=0))
+
+    def freeze(self) -> None:
+        """Stores the softmax weights (see `hycas_jax.inference`)."""
+        self.frozen_weights = Frozen(self.weights())
 
     def __call__(self, streams: Sequence[jax.Array]) -> jax.Array:
         alpha = self.weights()
         return sum(alpha[b] * s for b, s in enumerate(streams))
 
     def lipschitz_bound(self, stream_bounds: Sequence[float]) -> float:
-        logits = np.asarray(self.logits[...], np.float64)
-        alpha = np.exp(logits - logits.max(axis=0))
-        alpha /= alpha.sum(axis=0)
+        frozen = getattr(self, "frozen_weights", None)
+        if frozen is not None:  # the very weights the forward pass applies
+            alpha = np.asarray(frozen[...], np.float64)
+        else:
+            logits = np.asarray(self.logits[...], np.float64)
+            alpha = np.exp(logits - logits.max(axis=0))
+            alpha /= alpha.sum(axis=0)
         a = alpha.max(axis=1) * spectral.SAFETY
         lb = np.asarray(stream_bounds, np.float64)
         return float(min(np.sum(a * lb), np.sqrt(np.sum(a * lb**2))))

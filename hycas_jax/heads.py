@@ -9,6 +9,7 @@ import numpy as np
 from flax import nnx
 
 from hycas_jax import spectral
+from hycas_jax.inference import Frozen, frozen_or
 
 
 class Normalize(nnx.Module):
@@ -55,8 +56,14 @@ class LipschitzLinear(nnx.Module):
         self.bias = nnx.Param(jnp.zeros((out_features,), jnp.float32))
 
     def effective_weight(self) -> jax.Array:
-        w = self.weight[...]
-        return w / jnp.linalg.norm(w, ord=2)
+        def compute():
+            w = self.weight[...]
+            return w / jnp.linalg.norm(w, ord=2)
+        return frozen_or(self, "frozen_weight", compute)
+
+    def freeze(self) -> None:
+        """Stores the normalized weight (see `hycas_jax.inference`)."""
+        self.frozen_weight = Frozen(self.effective_weight())
 
     def __call__(self, x: jax.Array) -> jax.Array:
         return x @ self.effective_weight() + self.bias[...]

@@ -21,6 +21,7 @@ import numpy as np
 from flax import nnx
 
 from hycas_jax import spectral
+from hycas_jax.inference import Frozen, frozen_or
 
 _TAYLOR_DEGREE = 18
 _THETA = 2.0  # scale until ||X||_1 <= THETA: truncation error <= 2**19 / 19! < 1e-11
@@ -75,12 +76,18 @@ class OrthogonalMix(nnx.Module):
         self.generator = nnx.Param(0.1 * jax.random.normal(rngs.params(), (size, size), jnp.float32))
 
     def matrix(self) -> jax.Array:
-        a = self.generator[...]
-        q = expm_skew(a - a.T)
-        return q[: self.in_channels, : self.out_channels]
+        def compute():
+            a = self.generator[...]
+            return expm_skew(a - a.T)[: self.in_channels, : self.out_channels]
+        return frozen_or(self, "frozen_matrix", compute)
+
+    def freeze(self) -> None:
+        """Stores the matrix (see `hycas_jax.inference`)."""
+        self.frozen_matrix = Frozen(self.matrix())
 
     def __call__(self, x: jax.Array) -> jax.Array:
-        return x @ self.matrix()
+        with jax.named_scope("mix"):
+            return x @ self.matrix()
 
     def lipschitz_bound(self) -> float:
         return spectral.matrix_bound(np.asarray(self.matrix()))

@@ -33,8 +33,9 @@ class RANI(nnx.Module):
         return jax.nn.sigmoid(self.scale[...] * omega + self.shift[...])
 
     def __call__(self, h: jax.Array, key: jax.Array) -> jax.Array:
-        out = h + h * self.mask(h.shape, key)
-        return out if self.form == "residual" else 0.5 * out
+        with jax.named_scope("rani"):
+            out = h + h * self.mask(h.shape, key)
+            return out if self.form == "residual" else 0.5 * out
 
     def lipschitz_bound(self) -> float:
         return FORMS[self.form]

@@ -156,7 +156,8 @@ def _chunk_sums(logits_fn, params, x, keys, sigma, bound, *, num_classes, split,
         key = keys[jnp.where(second, last_key, 0)]
         noise_key, model_key = jax.random.split(
             jax.random.fold_in(key, jnp.where(second, j - split, j)))
-        noisy = x + sigma * rng.normal(noise_key, x.shape, x.dtype)
+        with jax.named_scope("input_noise"):
+            noisy = x + sigma * rng.normal(noise_key, x.shape, x.dtype)
         logits = logits_fn(params, noisy, model_key)
         if logits.shape != (batch, num_classes):  # checked once, at trace time
             raise ValueError(

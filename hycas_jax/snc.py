@@ -20,6 +20,7 @@ import numpy as np
 from flax import nnx
 
 from hycas_jax import spectral
+from hycas_jax.inference import Frozen, frozen_or
 
 
 class PowerIterate(nnx.Variable):
@@ -58,16 +59,24 @@ class SNConv(nnx.Module):
         return spectral.conv_norm_estimate(self.v[...], self.kernel[...], 1, "SAME")
 
     def effective_kernel(self) -> jax.Array:
-        return self.kernel[...] / self.sigma()
+        return frozen_or(self, "frozen_kernel", lambda: self.kernel[...] / self.sigma())
+
+    def freeze(self) -> None:
+        """Stores the effective kernel (see `hycas_jax.inference`)."""
+        self.frozen_kernel = Frozen(self.effective_kernel())
 
     def power_iterate(self) -> None:
         """Advances the power-iteration state by one step (call once per train step)."""
+        if getattr(self, "frozen_kernel", None) is not None:
+            raise RuntimeError("this SNC is frozen for inference (hycas_jax.inference.freeze): "
+                               "train the original model, not its frozen copy")
         kernel = jax.lax.stop_gradient(self.kernel[...])
         self.v[...] = spectral.power_iteration_step(self.v[...], lambda v: spectral.conv2d(v, kernel))
 
     def __call__(self, x: jax.Array) -> jax.Array:
-        y = spectral.conv2d(x, self.effective_kernel(), self.stride)
-        return y if self.bias is None else y + self.bias[...]
+        with jax.named_scope("snc"):
+            y = spectral.conv2d(x, self.effective_kernel(), self.stride)
+            return y if self.bias is None else y + self.bias[...]
 
     def lipschitz_bound(self) -> float:
         return spectral.conv_layer_bound(np.asarray(self.effective_kernel()), self.input_hw, self.stride)

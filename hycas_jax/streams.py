@@ -23,9 +23,11 @@ from typing import Optional, Sequence
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import nnx
 
 from hycas_jax import dct, rng, spectral
+from hycas_jax.inference import Frozen
 from hycas_jax.orthogonal import OrthogonalMix
 from hycas_jax.rani import RANI
 from hycas_jax.snc import SNConv
@@ -77,14 +79,34 @@ class FDPAN(_Stream):
     def lowpass(self, x: jax.Array) -> jax.Array:
         """idct(mask * dct(x)) per channel, as two separable projections."""
         ph, pw = (jnp.asarray(p, x.dtype) for p in self._projections())
-        return jnp.einsum("gh,bhwc,vw->bgvc", ph, x, pw)
+        with jax.named_scope("lowpass"):
+            return jnp.einsum("gh,bhwc,vw->bgvc", ph, x, pw)
 
     def __call__(self, x: jax.Array, key: jax.Array) -> jax.Array:
-        return self._apply_rani(self.conv(self.mix(self.lowpass(x))), key)
+        folded = getattr(self, "frozen_kernel", None)
+        if folded is None:
+            h = self.conv(self.mix(self.lowpass(x)))
+        else:  # frozen: the mix folded into the conv kernel
+            h = self.lowpass(x)
+            with jax.named_scope("snc"):
+                h = spectral.conv2d(h, folded[...], self.conv.stride)
+                h = h if self.conv.bias is None else h + self.conv.bias[...]
+        return self._apply_rani(h, key)
+
+    def freeze(self) -> None:
+        """Folds the 1x1 mix into the SNC kernel: conv(x Q, W) = conv(x, Q W), with
+        (Q W)[i, j, a, o] = sum_b Q[a, b] W[i, j, b, o], formed in float64."""
+        q = np.asarray(self.mix.matrix(), np.float64)
+        w = np.asarray(self.conv.effective_kernel(), np.float64)
+        self.frozen_kernel = Frozen(jnp.asarray(np.einsum("ab,ijbo->ijao", q, w), jnp.float32))
 
     def lipschitz_bound(self) -> float:
         ph, pw = self._projections()
         lowpass = spectral.matrix_bound(ph) * spectral.matrix_bound(pw)
+        folded = getattr(self, "frozen_kernel", None)
+        if folded is not None:  # bound the folded conv the forward pass applies
+            conv = spectral.conv_layer_bound(np.asarray(folded[...]), self.input_hw, self.conv.stride)
+            return lowpass * conv * self._rani_bound()
         return lowpass * self.mix.lipschitz_bound() * self.conv.lipschitz_bound() * self._rani_bound()
 
 
@@ -192,8 +214,12 @@ class RPFAN(_Stream):
 
     def __call__(self, x: jax.Array, key: jax.Array) -> jax.Array:
         proj_key, rani_key = jax.random.split(key)
-        filters = random_projection_filters(proj_key, self.kernel_size, self.channels)
-        return self._apply_rani(depthwise_conv(self.mix(x), filters, self.stride), rani_key)
+        with jax.named_scope("filters"):
+            filters = random_projection_filters(proj_key, self.kernel_size, self.channels)
+        h = self.mix(x)
+        with jax.named_scope("depthwise"):
+            h = depthwise_conv(h, filters, self.stride)
+        return self._apply_rani(h, rani_key)
 
     def lipschitz_bound(self) -> float:
         # Young's inequality gives 1 for every draw; SAFETY covers float32 rounding.

@@ -48,3 +48,18 @@ def test_markdown_of_a_partial_run_names_the_failed_section():
     assert "**Section failed: training**: `RuntimeError: boom`" in text
     assert "| a | 10 | 5 | 2 | 1 | 1 | 3.50 |" in text
     assert "## 2. Training" in text
+
+
+def test_a_rerun_replaces_only_the_rows_it_measured_again():
+    results = {"certification": [_cert("a", 2.0, 0.1), _cert("b", 2.5, 0.2)],
+               "agreement": [{"model": "a", "image": 0, "x": 1}, {"model": "a", "image": 1, "x": 1}],
+               "memory": {"peak_rss_mb": 1.0}}
+    report.merge(results, "certification", [_cert("a", 3.1, 0.3)])
+    assert [(r["model"], r["speedup_vs_best_torch"]) for r in results["certification"]] == [
+        ("b", 2.5), ("a", 3.1)]
+    report.merge(results, "agreement", [{"model": "a", "image": 1, "x": 2}])
+    assert [(r["image"], r["x"]) for r in results["agreement"]] == [(0, 1), (1, 2)]
+    report.merge(results, "memory", {"peak_rss_mb": 2.0})
+    assert results["memory"] == {"peak_rss_mb": 2.0}
+    report.merge(results, "attacks", [{"model": "t"}])  # a key not there yet
+    assert results["attacks"] == [{"model": "t"}]

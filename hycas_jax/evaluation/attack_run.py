@@ -37,7 +37,7 @@ import jax
 import numpy as np
 from tqdm.auto import tqdm
 
-from hycas_jax import data, functional, rng, training
+from hycas_jax import data, functional, inference, rng, training
 from hycas_jax.attacks import apgd, autoattack, scoring, validation
 from hycas_jax.evaluation import attack_report
 
@@ -245,7 +245,7 @@ def attack_workdir(workdir, *, eps_list=None, norm=None, n_iter=None, eot_iter=N
     s["max_examples"] = min(s["max_examples"], -(-num_test // s["stride"]))
     s["batch_size"] = min(s["batch_size"], s["max_examples"])
     s["digest"], s["units_run"] = _digest(s), 0
-    model_fn, params = functional(model)
+    model_fn, params = functional(inference.freeze(model))  # derived weights once
     base = make_target(model_fn, stochastic=model.stochastic)
     vote = make_target(model_fn, stochastic=model.stochastic, sigma=s["vote_sigma"])
     targets = {rule: base if rule == "single" else vote for rule in rules}

@@ -34,8 +34,8 @@ import numpy as np
 from flax import nnx
 from tqdm.auto import tqdm
 
-from hycas_jax import (certificates, certify_report, checkpointing, data, distributed, lipschitz,
-                       smoothing, training)
+from hycas_jax import (certificates, certify_report, checkpointing, data, distributed, inference,
+                       lipschitz, smoothing, training)
 
 RS_COLUMNS = ("pA", "count")
 MARGIN_COLUMNS = ("margin_predict", "margin_radius", "margin_lower", "margin_time")
@@ -192,6 +192,8 @@ def certify_workdir(workdir, *, out_dir=None, step: int | None = None,
         alpha=alpha, batch_size=batch_size, skip=skip, max_examples=max_examples,
         margin=margin, margin_samples=margin_samples, logit_bound=logit_bound, seed=seed)
     model, config, settings["step"] = training.restore_model(str(workdir), step)
+    # Derived weights once (hycas_jax.inference); the bound is of the arrays certified.
+    model = inference.freeze(model)
     settings["dataset"] = config.dataset.name
     settings["lipschitz"] = lipschitz.network_bound(model)
     source, _ = data.get_source(config.dataset.name, "test", **_data_kwargs(config))

@@ -38,7 +38,8 @@ class Classifier(nnx.Module):
         return self.kind == "hycas"
 
     def activation(self, x):
-        return get_activation(self.activation_name)(x)
+        with jax.named_scope("activation"):
+            return get_activation(self.activation_name)(x)
 
     def check_input(self, x) -> None:
         """Clear errors for the mistakes a caller can make at the entry point."""
@@ -60,11 +61,16 @@ class Classifier(nnx.Module):
                 raise ValueError("this model is stochastic (RANI / random projections): pass a PRNG key")
             key = jax.random.key(0)  # unused by deterministic units
         feat_key, rani_key = jax.random.split(key)
-        h = self.features(self.normalize(x.astype(jnp.float32)), feat_key)
+        # Named scopes label the compiled ops (profiles, HLO dumps); they change nothing else.
+        with jax.named_scope("normalize"):
+            h = self.normalize(x.astype(jnp.float32))
+        h = self.features(h, feat_key)
         if self.final_rani is not None:
-            h = self.final_rani(h, rani_key)
-        pooled = heads.mean_pool(h) if self.kind == "plain" else heads.sum_pool(h)
-        return self.head(pooled)
+            with jax.named_scope("final_rani"):
+                h = self.final_rani(h, rani_key)
+        with jax.named_scope("head"):
+            pooled = heads.mean_pool(h) if self.kind == "plain" else heads.sum_pool(h)
+            return self.head(pooled)
 
     def pool_bound(self) -> float:
         return heads.mean_pool_bound(self.final_hw) if self.kind == "plain" else 1.0

@@ -67,9 +67,11 @@ class ResNet18(Classifier):
 
     def features(self, h, key):
         keys = jax.random.split(key, len(self.blocks) + 1)
-        h = self.activation(self.stem(h, keys[0]))
-        for block, k in zip(self.blocks, keys[1:]):
-            h = block(h, k)
+        with jax.named_scope("stem"):
+            h = self.activation(self.stem(h, keys[0]))
+        for i, (block, k) in enumerate(zip(self.blocks, keys[1:])):
+            with jax.named_scope(f"block{i}"):
+                h = block(h, k)
         return h
 
     def features_bound(self) -> float:

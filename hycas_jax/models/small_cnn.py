@@ -26,8 +26,9 @@ class SmallCNN(Classifier):
         self._init_shell(cfg, channels, hw, rngs)
 
     def features(self, h: jax.Array, key: jax.Array) -> jax.Array:
-        for unit, k in zip(self.units, jax.random.split(key, len(self.units))):
-            h = self.activation(unit(h, k))
+        for i, (unit, k) in enumerate(zip(self.units, jax.random.split(key, len(self.units)))):
+            with jax.named_scope(f"unit{i}"):
+                h = self.activation(unit(h, k))
         return h
 
     def features_bound(self) -> float:

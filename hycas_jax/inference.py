@@ -1,0 +1,54 @@
+"""Inference form of a model: parameter-derived weights computed once.
+
+Several layers derive the weight they apply from their parameters on every
+call: an SNC divides its kernel by a power-iteration norm estimate, an
+orthogonal mix is the matrix exponential of a skew generator, the Lipschitz
+head divides by an SVD norm, the gate takes a softmax. Training needs that
+(gradients flow through the derivation), inference does not. Inside a jitted
+Monte Carlo loop XLA:CPU hoists the derivation out of the loop, but XLA:GPU
+ran it again for every chunk: about 300 tiny kernels per chunk for the small
+CNN, a large part of its certification time.
+
+`freeze(model)` returns a copy whose derived weights are computed once, here,
+and stored as `Frozen` variables that the layers then read. FDPAN also folds
+its 1x1 orthogonal mix into the SNC kernel that follows it (two linear maps
+in a row, one conv). The frozen model computes the same function, up to
+float32 rounding, with the same keys; its `lipschitz_bound()` is computed
+from the very arrays its forward pass applies. A frozen copy is for
+inference only: its power iteration refuses to run, and it is not saved.
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+import jax
+from flax import nnx
+
+
+class Frozen(nnx.Variable):
+    """A weight derived from parameters, computed once by `freeze` (not trained)."""
+
+
+def frozen_or(module: nnx.Module, name: str, compute: Callable[[], jax.Array]) -> jax.Array:
+    """The frozen value `module.<name>` when the module is frozen, else `compute()`."""
+    value = getattr(module, name, None)
+    return compute() if value is None else value[...]
+
+
+def is_frozen(model: nnx.Module) -> bool:
+    """Whether `model` (or any layer in it) holds frozen weights."""
+    return any(isinstance(v, Frozen) for _, v in nnx.iter_graph(model))
+
+
+def freeze(model: nnx.Module) -> nnx.Module:
+    """A copy of `model` with every parameter-derived weight computed once (module
+    docstring). The argument is not changed. Layers that derive weights implement
+    `freeze()`; it is called on each, children before parents."""
+    if is_frozen(model):
+        return model
+    model = nnx.clone(model)
+    modules = [m for _, m in nnx.iter_modules(model)]
+    for module in modules:  # iter_modules yields children before their parent
+        if hasattr(module, "freeze"):
+            module.freeze()
+    return model

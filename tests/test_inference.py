@@ -1,0 +1,72 @@
+"""hycas_jax.inference.freeze: derived weights computed once, same function, sound bounds."""
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import hycas_jax
+from hycas_jax import inference, lipschitz, models, smoothing, snc
+from test_models import _max_gain_by_gradient_ascent, _x, tiny
+
+
+def _jaxpr_text(fn, *args) -> str:
+    return str(jax.make_jaxpr(fn)(*args))  # nested jaxprs (jit(norm), ...) included
+
+
+@pytest.mark.parametrize("backbone", ["small_cnn", "resnet18"])
+@pytest.mark.parametrize("kind,rani", [("hycas", "per_block"), ("hycas", "budgeted"),
+                                       ("lipschitz", "off"), ("plain", "off")])
+def test_frozen_model_computes_the_same_logits_and_bound(backbone, kind, rani):
+    model = models.build(tiny(kind, rani, backbone=backbone), key=jax.random.key(0))
+    frozen = hycas_jax.freeze(model)
+    assert frozen is not model and not inference.is_frozen(model)
+    assert inference.is_frozen(frozen) == (kind != "plain")  # a plain CNN derives nothing
+    x, key = _x(tiny(backbone=backbone)), jax.random.key(4)
+    ours, theirs = (jax.jit(f)(p, x, key) for f, p in (hycas_jax.functional(model),
+                                                       hycas_jax.functional(frozen)))
+    np.testing.assert_allclose(theirs, ours, rtol=1e-5, atol=1e-6)
+    # Same bound up to rounding: FDPAN's folded kernel is bounded directly.
+    assert lipschitz.network_bound(frozen) == pytest.approx(lipschitz.network_bound(model), rel=1e-3)
+
+
+def test_frozen_forward_pass_does_no_parameter_work():
+    model = models.build(tiny(), key=jax.random.key(1))
+    x, key = _x(tiny()), jax.random.key(2)
+    before = _jaxpr_text(*hycas_jax.functional(model), x, key)
+    after = _jaxpr_text(*hycas_jax.functional(hycas_jax.freeze(model)), x, key)
+    # The head's SVD norm and the SNCs' norm estimate (a sqrt) are gone, and so are
+    # most equations (the mixes' matrix exponentials); the streams' own work remains.
+    assert "svd" in before and "svd" not in after
+    assert "sqrt" in before and "sqrt" not in after
+    assert len(after) < 0.7 * len(before)
+    assert "conv_general_dilated" in after and "dot_general" in after
+
+
+def test_freeze_is_idempotent_and_leaves_the_original_trainable():
+    model = models.build(tiny(), key=jax.random.key(1))
+    frozen = hycas_jax.freeze(model)
+    assert hycas_jax.freeze(frozen) is frozen
+    snc.power_iterate_all(model)  # the original still trains
+    with pytest.raises(RuntimeError, match="frozen for inference"):
+        snc.power_iterate_all(frozen)
+
+
+def test_frozen_bound_dominates_the_gain_found_by_gradient_ascent():
+    cfg = tiny()
+    frozen = hycas_jax.freeze(models.build(cfg, key=jax.random.key(1)))
+    logits_fn, params = hycas_jax.functional(frozen)
+    found = _max_gain_by_gradient_ascent(logits_fn, params, (1, *cfg.image_shape), jax.random.key(2))
+    assert 0 < found <= lipschitz.network_bound(frozen)
+
+
+def test_frozen_and_original_certify_alike():
+    cfg = tiny()
+    model = models.build(cfg, key=jax.random.key(5))
+    x = _x(cfg, 2)
+    results = [smoothing.sample_stats(*hycas_jax.functional(m), x, jax.random.key(6), num_classes=10,
+                                      sigma=0.25, num=512, chunk_size=128)
+               for m in (model, hycas_jax.freeze(model))]
+    # Same keys, same function up to float rounding: the votes can differ only where
+    # two logits tie to rounding, which these random-weight logits do not.
+    np.testing.assert_array_equal(results[0].counts, results[1].counts)
+    np.testing.assert_allclose(results[0].logit_sum, results[1].logit_sum, rtol=1e-4, atol=1e-3)
