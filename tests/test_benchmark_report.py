@@ -1,7 +1,9 @@
-"""benchmarks/report.py: targets from partial results (a run cut short or a
-section that failed) and the markdown table, GPU memory included."""
+"""benchmarks/: targets from partial results (a run cut short or a section that failed),
+the markdown table (GPU memory included), merging rerun sections, and the op-time profile."""
 import os
 import sys
+
+import pytest
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "benchmarks"))
 import report  # noqa: E402
@@ -63,3 +65,23 @@ def test_a_rerun_replaces_only_the_rows_it_measured_again():
     assert results["memory"] == {"peak_rss_mb": 2.0}
     report.merge(results, "attacks", [{"model": "t"}])  # a key not there yet
     assert results["attacks"] == [{"model": "t"}]
+
+
+def test_scope_of_keeps_the_named_scopes_only():
+    import bench_profile
+    assert bench_profile.scope_of(
+        "jit(_monte_carlo)/while/body/closed_call/vmap(unit1)/fdpan/lowpass/"
+        "gh,bhwc,vw->bgvc/dot_general") == "unit1/fdpan/lowpass"
+    assert bench_profile.scope_of("jit(run)/vmap(input_noise)/mul") == "input_noise"
+    assert bench_profile.scope_of("jit(run)/vmap()/SmallCNN.features/while/body/add") == "(unscoped)"
+
+
+def test_op_times_attributes_the_certification_pass_to_model_components():
+    import bench_profile
+    r = bench_profile.op_times("small_cnn 28x28x1", chunk=16, rounds=2, repeats=1)
+    shares = {row["component"]: row["share"] for row in r["by_component"]}
+    assert sum(shares.values()) == pytest.approx(1.0)
+    # The model's own components hold nearly all of the time, each one present.
+    assert {"rani", "snc", "lowpass", "depthwise", "activation", "input_noise"} <= set(shares)
+    assert shares.get("(unscoped)", 0.0) < 0.2
+    assert r["op_ms_per_chunk"] > 0 and r["ops"] > 10
