@@ -102,6 +102,23 @@ def throughput(name: str, *, num: int, chunk: int, repeats: int, sigma: float = 
             "fraction_of_matmul_rate": flops * num / t["ours"] / matmul_rate}
 
 
+def freeze_gain(name: str, *, num: int, chunk: int, repeats: int, sigma: float = 0.25) -> dict:
+    """Samples/s of our certification pass with the model as trained and frozen
+    (`hycas_jax.freeze`: derived weights computed once), interleaved."""
+    config, _, _, _, model = common.jax_model(name)
+    image = common.images(config.model.image_shape, 1)
+    contenders = {}
+    for label, m in (("unfrozen", model), ("frozen", freeze(model))):
+        logits_fn, params = functional(m)
+        contenders[label] = (lambda f=logits_fn, p=params: smoothing.sample_stats(
+            f, p, image, jax.random.key(0), num_classes=config.model.num_classes, sigma=sigma,
+            num=num, chunk_size=chunk))
+    t = common.interleaved(contenders, repeats)
+    return {"model": name, "samples": num, "chunk": chunk,
+            "unfrozen_samples_per_s": num / t["unfrozen"], "frozen_samples_per_s": num / t["frozen"],
+            "gain": t["unfrozen"] / t["frozen"]}
+
+
 def agreement(name: str, *, count: int, n0: int, n: int, chunk: int, sigma: float = 0.25,
               alpha: float = 1e-3) -> list:
     """CERTIFY by ours and by the reference on the same images (independent noise)."""

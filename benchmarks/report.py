@@ -143,6 +143,15 @@ def markdown(results: dict) -> str:
                 "the torch reference draws the same number of normals.", ""]
     if mem and mem.get("note"):
         out += [f"Memory note: {mem['note']}.", ""]
+    if results.get("freeze"):
+        out += ["## Freezing: certification samples/s with derived weights computed once", ""]
+        out += _table(results["freeze"], [
+            ("model", "model", "s"), ("samples", "samples", "d"), ("chunk", "chunk", "d"),
+            ("unfrozen", "unfrozen_samples_per_s", ".0f"), ("frozen", "frozen_samples_per_s", ".0f"),
+            ("gain", "gain", ".2f")])
+        out += ["`hycas_jax.freeze(model)` computes the weights layers derive from their parameters "
+                "(normalized SNC kernels, matrix exponentials, the head's SVD norm, the gate's softmax; "
+                "FDPAN's mix folded into its conv) once; certification above uses it.", ""]
     for p in results.get("ops", []):
         out += [f"## Profile: device time per model component ({p['model']}, chunk {p['chunk']}, "
                 f"{p['device']})", ""]

@@ -116,6 +116,8 @@ def sections(size: dict):
                     lambda: bench_certify.agreement(RESNET, **size["agree_resnet"])))
     out += [("profile", "RNG share", lambda: [bench_profile.rng_share(SMALL[0], chunk=cert["chunk"],
                                                                      repeats=cert["repeats"])]),
+            ("freeze", "freeze, ours frozen vs unfrozen",
+             lambda: [bench_certify.freeze_gain(m, **cert) for m in SMALL]),
             ("ops", "device time per model component",
              lambda: [op_times(SMALL[0], cert["chunk"])]),
             ("attacks", "attacks", lambda: attacks(size["attack"])),
@@ -131,7 +133,7 @@ def main():
     parser.add_argument("--out", default=HERE, help="folder for the results files")
     parser.add_argument("--only", default=None,
                         help="comma-separated result keys to run (certification, training, logits, "
-                             "agreement, profile, ops, attacks, memory); with --update, they replace "
+                             "agreement, profile, freeze, ops, attacks, memory); with --update, they replace "
                              "the rows they measure again in the results file already in --out")
     parser.add_argument("--update", action="store_true",
                         help="start from the results file in --out (rerun sections after a fix)")
