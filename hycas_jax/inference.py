@@ -15,7 +15,8 @@ its 1x1 orthogonal mix into the SNC kernel that follows it (two linear maps
 in a row, one conv). The frozen model computes the same function, up to
 float32 rounding, with the same keys; its `lipschitz_bound()` is computed
 from the very arrays its forward pass applies. A frozen copy is for
-inference only: its power iteration refuses to run, and it is not saved.
+inference only: its power iteration refuses to run, so a training step on it
+fails; checkpoint the original.
 """
 from __future__ import annotations
 
@@ -42,8 +43,9 @@ def is_frozen(model: nnx.Module) -> bool:
 
 def freeze(model: nnx.Module) -> nnx.Module:
     """A copy of `model` with every parameter-derived weight computed once (module
-    docstring). The argument is not changed. Layers that derive weights implement
-    `freeze()`; it is called on each, children before parents."""
+    docstring); a model already frozen is returned as it is. The argument is not
+    changed. Layers that derive weights implement `freeze()`; it is called on each,
+    children before parents."""
     if is_frozen(model):
         return model
     model = nnx.clone(model)
