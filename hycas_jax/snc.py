@@ -73,9 +73,12 @@ class SNConv(nnx.Module):
         kernel = jax.lax.stop_gradient(self.kernel[...])
         self.v[...] = spectral.power_iteration_step(self.v[...], lambda v: spectral.conv2d(v, kernel))
 
-    def __call__(self, x: jax.Array) -> jax.Array:
+    def __call__(self, x: jax.Array, kernel: jax.Array | None = None) -> jax.Array:
+        """conv(x, kernel) + bias; `kernel` defaults to the effective kernel (FDPAN's
+        frozen form passes its folded one)."""
         with jax.named_scope("snc"):
-            y = spectral.conv2d(x, self.effective_kernel(), self.stride)
+            kernel = self.effective_kernel() if kernel is None else kernel
+            y = spectral.conv2d(x, kernel, self.stride)
             return y if self.bias is None else y + self.bias[...]
 
     def lipschitz_bound(self) -> float:

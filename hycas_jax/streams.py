@@ -87,10 +87,7 @@ class FDPAN(_Stream):
         if folded is None:
             h = self.conv(self.mix(self.lowpass(x)))
         else:  # frozen: the mix folded into the conv kernel
-            h = self.lowpass(x)
-            with jax.named_scope("snc"):
-                h = spectral.conv2d(h, folded[...], self.conv.stride)
-                h = h if self.conv.bias is None else h + self.conv.bias[...]
+            h = self.conv(self.lowpass(x), folded[...])
         return self._apply_rani(h, key)
 
     def freeze(self) -> None:
