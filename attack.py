@@ -13,6 +13,7 @@ import sys
 
 from absl import app, flags, logging
 
+from hycas_jax import compilation_cache
 from hycas_jax.checkpointing import CheckpointError
 from hycas_jax.evaluation import attack_run
 
@@ -35,6 +36,9 @@ flags.DEFINE_integer("seed", None, "Seed of attack and scoring keys (default: co
 flags.DEFINE_integer("step", None, "Checkpoint step (default: the latest).")
 flags.DEFINE_string("out_dir", None, "Output directory (default: <workdir>/attack).")
 flags.DEFINE_bool("progress", True, "Show a progress bar.")
+flags.DEFINE_string("compilation_cache", compilation_cache.default_dir(),
+                    "JAX persistent compilation cache directory: a rerun or resume skips compiling "
+                    "('' turns it off; see hycas_jax.compilation_cache).")
 FLAGS = flags.FLAGS
 
 
@@ -51,6 +55,7 @@ def main(argv):
     del argv
     logging.set_verbosity(logging.WARNING)  # orbax logs every restore at INFO
     try:
+        compilation_cache.enable(FLAGS.compilation_cache)
         eps = _eps_list()
         # Checked before the (slow) model restore, so a typo fails at once.
         attack_run.check_options(eps_list=eps, norm=FLAGS.norm, attacks=FLAGS.attacks,

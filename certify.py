@@ -12,6 +12,7 @@ import sys
 
 from absl import app, flags, logging
 
+from hycas_jax import compilation_cache
 from hycas_jax.checkpointing import CheckpointError
 from hycas_jax.evaluation import certify_workdir
 
@@ -30,6 +31,9 @@ flags.DEFINE_integer("margin_samples", None, "Monte Carlo samples for the margin
 flags.DEFINE_float("logit_bound", None, "Clip for the margin certificate's logits.")
 flags.DEFINE_integer("seed", None, "Root PRNG seed; image idx uses fold_in(key(seed), idx).")
 flags.DEFINE_bool("progress", True, "Show a progress bar.")
+flags.DEFINE_string("compilation_cache", compilation_cache.default_dir(),
+                    "JAX persistent compilation cache directory: a rerun or resume skips compiling "
+                    "('' turns it off; see hycas_jax.compilation_cache).")
 FLAGS = flags.FLAGS
 
 
@@ -37,6 +41,7 @@ def main(argv):
     del argv
     logging.set_verbosity(logging.WARNING)  # orbax logs every restore at INFO
     try:
+        compilation_cache.enable(FLAGS.compilation_cache)
         summary = certify_workdir(
             FLAGS.workdir, out_dir=FLAGS.out_dir, step=FLAGS.step, sigma=FLAGS.sigma,
             n0=FLAGS.n0, n=FLAGS.n, alpha=FLAGS.alpha, batch_size=FLAGS.batch_size,

@@ -14,7 +14,7 @@ import sys
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from hycas_jax import distributed, training
+from hycas_jax import compilation_cache, distributed, training
 from hycas_jax.checkpointing import CheckpointError
 
 config_flags.DEFINE_config_file("config", "configs/mnist.py", "Experiment config file.",
@@ -27,6 +27,9 @@ flags.DEFINE_string("coordinator_address", None,
                     "host:port of process 0, for jax.distributed (or JAX_COORDINATOR_ADDRESS).")
 flags.DEFINE_integer("num_processes", None, "Number of processes, for jax.distributed.")
 flags.DEFINE_integer("process_id", None, "This process's index, for jax.distributed.")
+flags.DEFINE_string("compilation_cache", compilation_cache.default_dir(),
+                    "JAX persistent compilation cache directory: a rerun or resume skips compiling "
+                    "('' turns it off; see hycas_jax.compilation_cache).")
 FLAGS = flags.FLAGS
 
 
@@ -36,6 +39,7 @@ def main(argv):
     distributed.initialize(FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id,
                            auto=FLAGS.distributed)
     try:
+        compilation_cache.enable(FLAGS.compilation_cache)
         final = training.train(FLAGS.config, FLAGS.workdir, progress=FLAGS.progress)
     except (CheckpointError, ValueError, FileNotFoundError) as e:  # user errors: one line
         sys.exit("train.py: error: " + " ".join(str(e).split()))

@@ -41,6 +41,9 @@ def main():
     parser.add_argument("--n0", type=int, default=100)
     parser.add_argument("--batch_size", type=int, default=1000)
     args = parser.parse_args()
+    # A first call measures compiling: never read it from a persistent cache that a
+    # JAX_COMPILATION_CACHE_DIR in the environment would otherwise turn on.
+    jax.config.update("jax_enable_compilation_cache", False)
     compile_s = []
     jax.monitoring.register_event_duration_secs_listener(
         lambda event, secs, **_: compile_s.append(secs) if event in COMPILE_EVENTS else None)

@@ -2,9 +2,23 @@ import os
 
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
+import shutil  # noqa: E402
+import tempfile  # noqa: E402
+
 import jax  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
+
+# The command-line tools the tests start (train.py, certify.py, attack.py) share one
+# persistent compilation cache for the session, as a user's reruns share
+# ~/.cache/hycas_jax/xla: the second start of a tool reads its programs from disk.
+# Set after `import jax`, so this test process itself compiles everything.
+COMPILATION_CACHE = tempfile.mkdtemp(prefix="hycas_jax_tests_xla_")
+os.environ["JAX_COMPILATION_CACHE_DIR"] = COMPILATION_CACHE
+
+
+def pytest_unconfigure(config):
+    shutil.rmtree(COMPILATION_CACHE, ignore_errors=True)
 
 
 def dense_matrix(fn, in_shape):

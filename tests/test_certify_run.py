@@ -201,6 +201,20 @@ def test_cli_certifies(workdir, tmp_path):
     assert tuple(_log(tmp_path)) == certify_report.COHEN_COLUMNS + certify_run.RS_COLUMNS
 
 
+def test_cli_rerun_reads_every_program_from_its_compilation_cache(workdir, tmp_path):
+    cache = tmp_path / "xla"
+    args = ("--workdir", workdir, "--max", 1, "--n0", N0, "--n", N, "--batch_size", BATCH,
+            "--no-margin", f"--compilation_cache={cache}")
+    first = _cli(*args, "--out_dir", tmp_path / "a")
+    assert first.returncode == 0, first.stderr
+    entries = sorted(os.listdir(cache))
+    assert entries, "the first run cached nothing"
+    second = _cli(*args, "--out_dir", tmp_path / "b")
+    assert second.returncode == 0, second.stderr
+    assert sorted(os.listdir(cache)) == entries, "the rerun compiled a program anew"
+    _assert_same_results(_log(tmp_path / "b"), _log(tmp_path / "a"), slice(None))
+
+
 def _assert_one_line_error(proc, message):
     assert proc.returncode != 0
     assert "Traceback" not in proc.stderr, proc.stderr
