@@ -11,8 +11,9 @@ killed while writing it) is a warning and a recompile, never a wrong program.
 
 `train.py`, `certify.py` and `attack.py` take `--compilation_cache=DIR`
 (default: `$JAX_COMPILATION_CACHE_DIR`, else `~/.cache/hycas_jax/xla`;
-`--compilation_cache=` turns it off). Library code leaves the cache as the
-caller configured it.
+`--compilation_cache=` turns it off). `experiments/reproduce.py` keeps one
+cache per study profile, under `~/.cache/hycas_jax/jax_cache/`. Library code
+leaves the cache as the caller configured it.
 """
 from __future__ import annotations
 
