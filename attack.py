@@ -36,9 +36,7 @@ flags.DEFINE_integer("seed", None, "Seed of attack and scoring keys (default: co
 flags.DEFINE_integer("step", None, "Checkpoint step (default: the latest).")
 flags.DEFINE_string("out_dir", None, "Output directory (default: <workdir>/attack).")
 flags.DEFINE_bool("progress", True, "Show a progress bar.")
-flags.DEFINE_string("compilation_cache", compilation_cache.default_dir(),
-                    "JAX persistent compilation cache directory: a rerun or resume skips compiling "
-                    "('' turns it off; see hycas_jax.compilation_cache).")
+flags.DEFINE_string("compilation_cache", compilation_cache.default_dir(), compilation_cache.FLAG_HELP)
 FLAGS = flags.FLAGS
 
 

@@ -31,9 +31,7 @@ flags.DEFINE_integer("margin_samples", None, "Monte Carlo samples for the margin
 flags.DEFINE_float("logit_bound", None, "Clip for the margin certificate's logits.")
 flags.DEFINE_integer("seed", None, "Root PRNG seed; image idx uses fold_in(key(seed), idx).")
 flags.DEFINE_bool("progress", True, "Show a progress bar.")
-flags.DEFINE_string("compilation_cache", compilation_cache.default_dir(),
-                    "JAX persistent compilation cache directory: a rerun or resume skips compiling "
-                    "('' turns it off; see hycas_jax.compilation_cache).")
+flags.DEFINE_string("compilation_cache", compilation_cache.default_dir(), compilation_cache.FLAG_HELP)
 FLAGS = flags.FLAGS
 
 

@@ -27,9 +27,7 @@ flags.DEFINE_string("coordinator_address", None,
                     "host:port of process 0, for jax.distributed (or JAX_COORDINATOR_ADDRESS).")
 flags.DEFINE_integer("num_processes", None, "Number of processes, for jax.distributed.")
 flags.DEFINE_integer("process_id", None, "This process's index, for jax.distributed.")
-flags.DEFINE_string("compilation_cache", compilation_cache.default_dir(),
-                    "JAX persistent compilation cache directory: a rerun or resume skips compiling "
-                    "('' turns it off; see hycas_jax.compilation_cache).")
+flags.DEFINE_string("compilation_cache", compilation_cache.default_dir(), compilation_cache.FLAG_HELP)
 FLAGS = flags.FLAGS
 
 
