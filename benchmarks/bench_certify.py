@@ -15,7 +15,10 @@ from scipy import stats
 
 import common
 import torch_reference
-from hycas_jax import freeze, functional, rng, smoothing
+from flax import nnx
+
+from hycas_jax import dct, freeze, functional, rng, smoothing
+from hycas_jax.streams import FDPAN
 
 MATMUL_SIZE = {"cpu": 1024, "gpu": 8192}  # big enough to reach the backend's peak
 
@@ -117,6 +120,36 @@ def freeze_gain(name: str, *, num: int, chunk: int, repeats: int, sigma: float =
     return {"model": name, "samples": num, "chunk": chunk,
             "unfrozen_samples_per_s": num / t["unfrozen"], "frozen_samples_per_s": num / t["frozen"],
             "gain": t["unfrozen"] / t["frozen"]}
+
+
+def lowpass_forms(name: str, *, num: int, chunk: int, repeats: int, sigma: float = 0.25) -> dict:
+    """Samples/s of our certification pass (frozen model) with FDPAN's DCT low-pass in
+    each of `dct.LOWPASS_FORMS`, interleaved, and each form's largest logit change
+    against the default form on the same noise (the same map, so float rounding only)."""
+    config, _, _, _, model = common.jax_model(name)
+    image = common.images(config.model.image_shape, 1)
+    keys = jax.random.split(jax.random.key(2), 8)
+    contenders, logits, shapes = {}, {}, set()
+    for form in dct.LOWPASS_FORMS:
+        m = freeze(model)
+        for _, module in nnx.iter_graph(m):
+            if isinstance(module, FDPAN):
+                module.lowpass_form = form
+                shapes.add((*module.input_hw, module.conv.kernel.shape[2]))
+        logits_fn, params = functional(m)
+        logits[form] = np.asarray(jax.jit(jax.vmap(lambda k, f=logits_fn, p=params: f(
+            p, image + sigma * jax.random.normal(k, image.shape), k)))(keys))
+        contenders[form] = (lambda f=logits_fn, p=params: smoothing.sample_stats(
+            f, p, image, jax.random.key(0), num_classes=config.model.num_classes, sigma=sigma,
+            num=num, chunk_size=chunk))
+    t = common.interleaved(contenders, repeats)
+    scale = np.abs(logits["einsum"]).max()
+    return {"model": name, "samples": num, "chunk": chunk,
+            "fdpan_inputs": " ".join("x".join(map(str, s)) for s in sorted(shapes, reverse=True)),
+            **{f"{form}_samples_per_s": num / t[form] for form in dct.LOWPASS_FORMS},
+            **{f"{form}_max_logit_change": float(np.abs(logits[form] - logits["einsum"]).max() / scale)
+               for form in dct.LOWPASS_FORMS if form != "einsum"},
+            "best": min(t, key=t.get), "best_gain": t["einsum"] / min(t.values())}
 
 
 def agreement(name: str, *, count: int, n0: int, n: int, chunk: int, sigma: float = 0.25,

@@ -152,6 +152,18 @@ def markdown(results: dict) -> str:
         out += ["`hycas_jax.freeze(model)` computes the weights layers derive from their parameters "
                 "(normalized SNC kernels, matrix exponentials, the head's SVD norm, the gate's softmax; "
                 "FDPAN's mix folded into its conv) once; certification above uses it.", ""]
+    if results.get("lowpass"):
+        out += ["## DCT low-pass forms: certification samples/s, frozen model", ""]
+        out += _table(results["lowpass"], [
+            ("model", "model", "s"), ("FDPAN inputs", "fdpan_inputs", "s"), ("chunk", "chunk", "d"),
+            ("einsum (used)", "einsum_samples_per_s", ".0f"), ("matmul", "matmul_samples_per_s", ".0f"),
+            ("kron", "kron_samples_per_s", ".0f"), ("best", "best", "s"),
+            ("best / einsum", "best_gain", ".2f"),
+            ("max logit change", "matmul_max_logit_change", ".1e")])
+        out += ["The same map computed three ways (`hycas_jax.dct.lowpass`): one einsum, which the "
+                "model uses; two batched matmuls along the memory layout; one matmul by the Kronecker "
+                "product of the two projections. The logit change (matmul vs einsum, relative to the "
+                "largest logit; kron is alike) is float rounding.", ""]
     for p in results.get("ops", []):
         out += [f"## Profile: device time per model component ({p['model']}, chunk {p['chunk']}, "
                 f"{p['device']})", ""]

@@ -118,6 +118,8 @@ def sections(size: dict):
                                                                      repeats=cert["repeats"])]),
             ("freeze", "freeze, ours frozen vs unfrozen",
              lambda: [bench_certify.freeze_gain(m, **cert) for m in SMALL]),
+            ("lowpass", "DCT low-pass forms",
+             lambda: [bench_certify.lowpass_forms(m, **cert) for m in SMALL]),
             ("ops", "device time per model component",
              lambda: [op_times(SMALL[0], cert["chunk"])]),
             ("attacks", "attacks", lambda: attacks(size["attack"])),
@@ -133,8 +135,8 @@ def main():
     parser.add_argument("--out", default=HERE, help="folder for the results files")
     parser.add_argument("--only", default=None,
                         help="comma-separated result keys to run (certification, training, logits, "
-                             "agreement, profile, freeze, ops, attacks, memory); with --update, they replace "
-                             "the rows they measure again in the results file already in --out")
+                             "agreement, profile, freeze, lowpass, ops, attacks, memory); with --update, "
+                             "they replace the rows they measure again in the results file already in --out")
     parser.add_argument("--update", action="store_true",
                         help="start from the results file in --out (rerun sections after a fix)")
     args = parser.parse_args()

@@ -4,6 +4,8 @@ Coefficient (0, 0) is the DC term, so a low-pass mask keeps the corner near
 (0, 0) (the authors' notebook centred it at (H/2, W/2), which is not low-pass).
 Masks here are rectangular, so the low-pass projection factors into one
 H x H and one W x W matrix, each an orthogonal projection (norm exactly 1).
+`lowpass` applies it in one of several forms: the same linear map, laid out
+differently for XLA (the benchmark's `lowpass` section times them per device).
 """
 import jax
 import jax.numpy as jnp
@@ -46,3 +48,29 @@ def lowpass_projection(n: int, keep: float) -> np.ndarray:
     """D^T diag(mask) D: the spatial-domain low-pass projection along one axis."""
     d = dct_matrix(n)
     return d.T @ (lowpass_mask_1d(n, keep)[:, None] * d)
+
+
+LOWPASS_FORMS = ("einsum", "matmul", "kron")
+
+
+def lowpass(x: jax.Array, ph: np.ndarray, pw: np.ndarray, form: str = "einsum") -> jax.Array:
+    """y[b, g, v, c] = sum_{h, w} ph[g, h] x[b, h, w, c] pw[v, w] for NHWC `x`.
+
+    ph (H, H), pw (W, W): numpy projections (`lowpass_projection`). The forms
+    compute the same map up to float32 rounding:
+      einsum: one einsum; XLA picks the contraction order and the transposes.
+      matmul: two batched matmuls along the memory layout, no transposes:
+        ph @ x_b with x_b (H, W*C), then pw @ y_bg with y_bg (W, C).
+      kron: one matmul by kron(ph, pw) (HW x HW) over the flattened spatial
+        axis: HW/(H+W) times the FLOPs, in one large GEMM.
+    """
+    b, h, w, c = x.shape
+    if form == "einsum":
+        return jnp.einsum("gh,bhwc,vw->bgvc", jnp.asarray(ph, x.dtype), x, jnp.asarray(pw, x.dtype))
+    if form == "matmul":
+        y = jnp.matmul(jnp.asarray(ph, x.dtype), x.reshape(b, h, w * c))
+        return jnp.matmul(jnp.asarray(pw, x.dtype), y.reshape(b * h, w, c)).reshape(b, h, w, c)
+    if form == "kron":
+        k = jnp.asarray(np.kron(ph, pw), x.dtype)  # k[g * W + v, h * W + w] = ph[g, h] pw[v, w]
+        return jnp.einsum("pq,bqc->bpc", k, x.reshape(b, h * w, c)).reshape(b, h, w, c)
+    raise ValueError(f"unknown low-pass form {form!r}; known: {LOWPASS_FORMS}")

@@ -67,6 +67,7 @@ class FDPAN(_Stream):
                  dct_keep: float = 0.5, rngs: nnx.Rngs):
         self.dct_keep = dct_keep
         self.input_hw = tuple(input_hw)
+        self.lowpass_form = "einsum"  # how XLA is asked to compute it (dct.lowpass); same map
         self.mix = OrthogonalMix(in_channels, in_channels, rngs=rngs)
         self.conv = SNConv(in_channels, out_channels, kernel_size, input_hw=input_hw,
                            stride=stride, rngs=rngs)
@@ -78,9 +79,8 @@ class FDPAN(_Stream):
 
     def lowpass(self, x: jax.Array) -> jax.Array:
         """idct(mask * dct(x)) per channel, as two separable projections."""
-        ph, pw = (jnp.asarray(p, x.dtype) for p in self._projections())
         with jax.named_scope("lowpass"):
-            return jnp.einsum("gh,bhwc,vw->bgvc", ph, x, pw)
+            return dct.lowpass(x, *self._projections(), form=self.lowpass_form)
 
     def __call__(self, x: jax.Array, key: jax.Array) -> jax.Array:
         folded = getattr(self, "frozen_kernel", None)

@@ -33,3 +33,31 @@ def test_lowpass_keeps_the_corner_at_zero_frequency():
     assert np.linalg.norm(p, 2) == pytest.approx(1.0)
     with pytest.raises(ValueError, match="keep"):
         dct.lowpass_mask_1d(8, 0.0)
+
+
+@pytest.mark.parametrize("form", dct.LOWPASS_FORMS)
+@pytest.mark.parametrize("shape", [(3, 28, 28, 1), (2, 7, 5, 4), (2, 14, 14, 16)])
+def test_lowpass_forms_apply_the_same_projection(form, shape):
+    x = jax.random.normal(jax.random.key(1), shape)
+    ph, pw = dct.lowpass_projection(shape[1], 0.5), dct.lowpass_projection(shape[2], 0.5)
+    want = np.einsum("gh,bhwc,vw->bgvc", ph, np.asarray(x, np.float64), pw)
+    # The same map as masking the 2-D DCT coefficients.
+    np.testing.assert_allclose(
+        want, dct.idct2(dct.dct2(x) * np.outer(dct.lowpass_mask_1d(shape[1], 0.5),
+                                                dct.lowpass_mask_1d(shape[2], 0.5))[:, :, None]),
+        atol=1e-5)
+    got = jax.jit(lambda x: dct.lowpass(x, ph, pw, form))(x)
+    assert got.shape == shape and got.dtype == jnp.float32
+    np.testing.assert_allclose(got, want, atol=2e-6, rtol=1e-5)
+    # The projections are symmetric; general matrices also catch a transposed factor.
+    rng = np.random.default_rng(0)
+    ah, aw = rng.normal(size=(shape[1],) * 2), rng.normal(size=(shape[2],) * 2)
+    np.testing.assert_allclose(dct.lowpass(x, ah, aw, form),
+                               np.einsum("gh,bhwc,vw->bgvc", ah, np.asarray(x, np.float64), aw),
+                               atol=1e-4, rtol=1e-4)
+
+
+def test_unknown_lowpass_form_is_a_clear_error():
+    p = dct.lowpass_projection(4, 0.5)
+    with pytest.raises(ValueError, match="unknown low-pass form 'fft'"):
+        dct.lowpass(jnp.zeros((1, 4, 4, 1)), p, p, "fft")

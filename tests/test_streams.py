@@ -23,8 +23,10 @@ def test_sncan_is_rani_of_snc():
     np.testing.assert_allclose(s(_x(), key), s.rani(s.conv(_x()), key), rtol=1e-6)
 
 
-def test_fdpan_follows_the_four_stage_cascade():
+@pytest.mark.parametrize("form", dct.LOWPASS_FORMS)
+def test_fdpan_follows_the_four_stage_cascade(form):
     s = FDPAN(CIN, COUT, 3, input_hw=HW, stride=2, dct_keep=0.5, rngs=nnx.Rngs(1))
+    s.lowpass_form = form  # the same low-pass, computed another way
     key, x = jax.random.key(5), _x()
     mask = np.outer(dct.lowpass_mask_1d(HW[0], 0.5), dct.lowpass_mask_1d(HW[1], 0.5))
     low = dct.idct2(dct.dct2(x) * mask[None, :, :, None])
