@@ -89,6 +89,8 @@ def _certification_pass(name: str, chunk: int, rounds: int, sigma: float = 0.25)
 
 
 _INSTRUCTION = re.compile(r'^\s*(?:ROOT\s+)?%?([\w.\-]+) = .*?metadata=\{op_name="([^"]*)"')
+# Control flow: a trace's event for one of these spans the ops run inside it.
+_CONTAINER = re.compile(r'^\s*(?:ROOT\s+)?%?([\w.\-]+) = .*?(?<![\w-])(?:while|conditional|call)\(')
 _VMAPPED_SCOPE = re.compile(r"^vmap\((\w+)\)$")  # vmap takes the name of the scope just inside it
 _NOT_A_SCOPE = {"while", "body", "cond", "closed_call"}
 
@@ -150,15 +152,20 @@ def op_times(name: str, *, chunk: int, rounds: int = 4, repeats: int = 3, top: i
     lowpass, ...), summed over units; `scope` the full path. A fusion counts
     under the scope of its root op: the post-fusion RANI's fusion, for
     example, also computes the streams' RANI masks and the gate that feed it.
+    Control flow (while, conditional, call) is left out: its events span the
+    ops run inside it, which have events of their own.
     """
     fn, args = _certification_pass(name, chunk, rounds)
     compiled = fn.lower(*args).compile()
     memory = compiled.memory_analysis()
-    scopes = {}
+    scopes, containers = {}, set()
     for line in compiled.as_text().splitlines():
         match = _INSTRUCTION.match(line)
         if match:
             scopes[match.group(1)] = scope_of(match.group(2))
+        match = _CONTAINER.match(line)
+        if match:
+            containers.add(match.group(1))
     run = lambda: jax.block_until_ready(compiled(*args))
     run()
     trace_dir = trace_dir or tempfile.mkdtemp(prefix="hycas_trace_")
@@ -170,7 +177,8 @@ def op_times(name: str, *, chunk: int, rounds: int = 4, repeats: int = 3, top: i
         raise RuntimeError(f"jax.profiler wrote no trace under {trace_dir}")
     per_op = collections.defaultdict(float)
     for op, ns in _device_events(paths[-1], "jit_"):
-        per_op[op] += ns / (repeats * rounds) / 1e6
+        if op not in containers:  # their time is that of the ops inside, counted already
+            per_op[op] += ns / (repeats * rounds) / 1e6
     if not per_op:
         raise RuntimeError(f"no compiled-op events in the trace {paths[-1]}; its planes and "
                            f"lines: {trace_layout(paths[-1])}")
