@@ -11,12 +11,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import torch
+from flax import nnx
 from scipy import stats
 
 import common
 import torch_reference
-from flax import nnx
-
 from hycas_jax import dct, freeze, functional, rng, smoothing
 from hycas_jax.streams import FDPAN
 

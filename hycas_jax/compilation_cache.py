@@ -3,7 +3,7 @@
 A resumed run (after a preemption, a kill, or a certification stopped at its
 last finished image) compiles exactly the programs the first run compiled.
 With the cache on, it reads them from disk instead: the tiny test config's
-`train.py` starts in 17 s instead of 42 s on 2 CPU cores, and on a TPU pod the
+`train.py` runs in 17 s instead of 42 s on 2 CPU cores, and on a TPU pod the
 saving is minutes. The cache is JAX's own (`jax_compilation_cache_dir`); it
 keys every entry on the program, the JAX version, the backend and the XLA
 flags, so a stale entry is never used, and an unreadable entry (a process
