@@ -67,10 +67,10 @@ DENSE_LIMIT = 4_000_000
 
 
 def same_padding(size: int, k: int, stride: int) -> tuple[int, int]:
-    """(lo, hi) padding of XLA's SAME convolution on one spatial axis."""
-    out = -(-size // stride)
-    total = max((out - 1) * stride + k - size, 0)
-    return total // 2, total - total // 2
+    """(lo, hi) padding of XLA's SAME convolution on one spatial axis (JAX's own rule,
+    so the dense matrix below and the depthwise stencil pad as `conv2d` does)."""
+    (lo, hi), = jax.lax.padtype_to_pads((size,), (k,), (stride,), "SAME")
+    return int(lo), int(hi)
 
 
 def conv_dense_matrix(kernel, input_hw: Sequence[int], stride: int = 1) -> np.ndarray:

@@ -116,13 +116,9 @@ def random_projection_filters(key: jax.Array, kernel_size: int, channels: int) -
     return k / (jnp.sum(jnp.abs(k), axis=(0, 1, 2), keepdims=True) + 1e-12)
 
 
-def _same_pads(hw, k: int, stride: int):
-    return jax.lax.padtype_to_pads(hw, (k, k), (stride, stride), "SAME")
-
-
 def _depthwise_forward(x, filters, stride):
     k = filters.shape[0]
-    padded = jnp.pad(x, ((0, 0), *_same_pads(x.shape[1:3], k, stride), (0, 0)))
+    padded = jnp.pad(x, ((0, 0), *(spectral.same_padding(s, k, stride) for s in x.shape[1:3]), (0, 0)))
     span_h, span_w = ((-(-s // stride) - 1) * stride + 1 for s in x.shape[1:3])
     return sum(padded[:, i:i + span_h:stride, j:j + span_w:stride, :] * filters[i, j, 0]
                for i in range(k) for j in range(k))
@@ -185,7 +181,7 @@ _depthwise_custom_vjp.defvjp(_depthwise_fwd, _depthwise_bwd)
 def _depthwise_transpose(g, filters, stride, hw):
     """x's cotangent for the output cotangent g (the conv's transpose)."""
     k = filters.shape[0]
-    (top, bottom), (left, right) = _same_pads(hw, k, stride)
+    (top, bottom), (left, right) = (spectral.same_padding(s, k, stride) for s in hw)
     # Output (oh, ow) read padded input (oh * s + i, ow * s + j). Spread g back
     # onto the stride grid (interior padding s - 1); then x's cotangent at row
     # y is sum_i dilated[y + top - i]: a stencil with the flipped filters.
