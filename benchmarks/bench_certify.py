@@ -72,26 +72,33 @@ def _torch_image(image: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(np.transpose(image, (2, 0, 1)).copy())
 
 
+def _ours(model, image, classes: int, *, num: int, chunk: int, sigma: float):
+    """A thunk running our certification pass (`smoothing.sample_stats`) of `model`
+    on one image: `num` samples in chunks of `chunk`, always the same key."""
+    logits_fn, params = functional(model)
+    return lambda: smoothing.sample_stats(logits_fn, params, image, jax.random.key(0),
+                                          num_classes=classes, sigma=sigma, num=num,
+                                          chunk_size=chunk)
+
+
 def throughput(name: str, *, num: int, chunk: int, repeats: int, sigma: float = 0.25) -> dict:
     """Samples/s of ours and of the reference (both layouts), interleaved, with the
     FLOP rate of ours against a jitted matmul timed in the same rounds."""
     config, _, _, _, model = common.jax_model(name)
-    logits_fn, params = functional(freeze(model))  # as certify.py runs it
+    frozen = freeze(model)  # as certify.py runs it
     classes = config.model.num_classes
     image = common.images(config.model.image_shape, 1)
     reference = torch_reference.from_jax(model, common.torch_reference_device())
     timg = _torch_image(image[0])
-    key = jax.random.key(0)
     matmul, matmul_flops = matmul_contender()
-    ours = lambda: smoothing.sample_stats(logits_fn, params, image, key, num_classes=classes,
-                                          sigma=sigma, num=num, chunk_size=chunk)
+    ours = _ours(frozen, image, classes, num=num, chunk=chunk, sigma=sigma)
     torch_run = lambda cl: (lambda: torch_reference.sample_counts(
         reference, timg, num=num, batch_size=chunk, sigma=sigma, num_classes=classes,
         channels_last=cl))
     t = common.interleaved({"ours": ours, "torch_nchw": torch_run(False),
                             "torch_channels_last": torch_run(True), "matmul": matmul}, repeats)
     best_torch = min(t["torch_nchw"], t["torch_channels_last"])
-    flops, flops_with_rng = flops_per_sample(logits_fn, params, image, chunk)
+    flops, flops_with_rng = flops_per_sample(*functional(frozen), image, chunk)
     matmul_rate = matmul_flops / t["matmul"]
     return {"model": name, "samples": num, "chunk": chunk, "repeats": repeats,
             "ours_samples_per_s": num / t["ours"],
@@ -109,12 +116,8 @@ def freeze_gain(name: str, *, num: int, chunk: int, repeats: int, sigma: float =
     (`hycas_jax.freeze`: derived weights computed once), interleaved."""
     config, _, _, _, model = common.jax_model(name)
     image = common.images(config.model.image_shape, 1)
-    contenders = {}
-    for label, m in (("unfrozen", model), ("frozen", freeze(model))):
-        logits_fn, params = functional(m)
-        contenders[label] = (lambda f=logits_fn, p=params: smoothing.sample_stats(
-            f, p, image, jax.random.key(0), num_classes=config.model.num_classes, sigma=sigma,
-            num=num, chunk_size=chunk))
+    contenders = {label: _ours(m, image, config.model.num_classes, num=num, chunk=chunk, sigma=sigma)
+                  for label, m in (("unfrozen", model), ("frozen", freeze(model)))}
     t = common.interleaved(contenders, repeats)
     return {"model": name, "samples": num, "chunk": chunk,
             "unfrozen_samples_per_s": num / t["unfrozen"], "frozen_samples_per_s": num / t["frozen"],
@@ -138,9 +141,7 @@ def lowpass_forms(name: str, *, num: int, chunk: int, repeats: int, sigma: float
         logits_fn, params = functional(m)
         logits[form] = np.asarray(jax.jit(jax.vmap(lambda k, f=logits_fn, p=params: f(
             p, image + sigma * jax.random.normal(k, image.shape), k)))(keys))
-        contenders[form] = (lambda f=logits_fn, p=params: smoothing.sample_stats(
-            f, p, image, jax.random.key(0), num_classes=config.model.num_classes, sigma=sigma,
-            num=num, chunk_size=chunk))
+        contenders[form] = _ours(m, image, config.model.num_classes, num=num, chunk=chunk, sigma=sigma)
     t = common.interleaved(contenders, repeats)
     scale = np.abs(logits["einsum"]).max()
     return {"model": name, "samples": num, "chunk": chunk,
