@@ -14,6 +14,7 @@ import torch
 from flax import nnx
 from scipy import stats
 
+import bench_profile
 import common
 import torch_reference
 from hycas_jax import dct, freeze, functional, rng, smoothing
@@ -81,9 +82,25 @@ def _ours(model, image, classes: int, *, num: int, chunk: int, sigma: float):
                                           chunk_size=chunk)
 
 
+def _normals_contender(model, image, *, num: int, chunk: int):
+    """A thunk drawing only the standard normals of `num` noisy forward passes (the
+    input noise and every RANI), in chunks of `chunk`, and the count per sample."""
+    logits_fn, params = functional(model)
+    shapes = bench_profile.normal_shapes(logits_fn, params, jnp.asarray(image))
+    draw = bench_profile.normals_only(shapes)
+    keys = [jax.random.split(jax.random.key(i), chunk) for i in range(-(-num // chunk))]
+    return (lambda: [draw(k) for k in keys][-1].block_until_ready()), sum(np.prod(s) for s in shapes)
+
+
 def throughput(name: str, *, num: int, chunk: int, repeats: int, sigma: float = 0.25) -> dict:
     """Samples/s of ours and of the reference (both layouts), interleaved, with the
-    FLOP rate of ours against a jitted matmul timed in the same rounds."""
+    FLOP rate of ours against a jitted matmul timed in the same rounds.
+
+    Two upper bounds on ours / torch at equal work come from the same rounds:
+    `rng_bound` times drawing the pass's normals alone (no model), `flop_bound`
+    the model's FLOPs at the matmul rate; ours cannot beat either, so
+    `bound_vs_best_torch` is the best ratio any design of this computation could
+    reach on this machine with these generators."""
     config, _, _, _, model = common.jax_model(name)
     frozen = freeze(model)  # as certify.py runs it
     classes = config.model.num_classes
@@ -92,14 +109,17 @@ def throughput(name: str, *, num: int, chunk: int, repeats: int, sigma: float = 
     timg = _torch_image(image[0])
     matmul, matmul_flops = matmul_contender()
     ours = _ours(frozen, image, classes, num=num, chunk=chunk, sigma=sigma)
+    normals, normals_per_sample = _normals_contender(frozen, image, num=num, chunk=chunk)
     torch_run = lambda cl: (lambda: torch_reference.sample_counts(
         reference, timg, num=num, batch_size=chunk, sigma=sigma, num_classes=classes,
         channels_last=cl))
     t = common.interleaved({"ours": ours, "torch_nchw": torch_run(False),
-                            "torch_channels_last": torch_run(True), "matmul": matmul}, repeats)
+                            "torch_channels_last": torch_run(True), "matmul": matmul,
+                            "normals": normals}, repeats)
     best_torch = min(t["torch_nchw"], t["torch_channels_last"])
     flops, flops_with_rng = flops_per_sample(*functional(frozen), image, chunk)
     matmul_rate = matmul_flops / t["matmul"]
+    flop_time = flops * num / matmul_rate  # the model's FLOPs at the matmul rate
     return {"model": name, "samples": num, "chunk": chunk, "repeats": repeats,
             "ours_samples_per_s": num / t["ours"],
             "torch_nchw_samples_per_s": num / t["torch_nchw"],
@@ -108,7 +128,13 @@ def throughput(name: str, *, num: int, chunk: int, repeats: int, sigma: float = 
             "flops_per_sample": flops, "xla_flops_per_sample_with_rng": flops_with_rng,
             "achieved_gflops": flops * num / t["ours"] / 1e9,
             "matmul_gflops": matmul_rate / 1e9,
-            "fraction_of_matmul_rate": flops * num / t["ours"] / matmul_rate}
+            "fraction_of_matmul_rate": flops * num / t["ours"] / matmul_rate,
+            "normals_per_sample": int(normals_per_sample),
+            "normals_only_samples_per_s": num / t["normals"],
+            "rng_bound_vs_best_torch": best_torch / t["normals"],
+            "flop_bound_vs_best_torch": best_torch / flop_time,
+            "bound_vs_best_torch": best_torch / max(t["normals"], flop_time),
+            "fraction_bound": min(1.0, flop_time / t["normals"])}
 
 
 def freeze_gain(name: str, *, num: int, chunk: int, repeats: int, sigma: float = 0.25) -> dict:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import collections
 import contextlib
 import glob
+import math
 import re
 import tempfile
 
@@ -42,30 +43,40 @@ def recorded_normal_shapes(shapes: list):
         rng.normal = normal
 
 
+def normal_shapes(logits_fn, params, image) -> list:
+    """The shape of every standard normal one noisy forward pass of `image` draws:
+    the input noise first, then each `hycas_jax.rng.normal` call of the model."""
+    with recorded_normal_shapes([]) as shapes:
+        jax.eval_shape(logits_fn, params, image, jax.random.key(0))
+    return [image.shape] + shapes
+
+
+def normals_only(shapes, normal=rng.normal):
+    """A jitted function of a batch of keys drawing, for each key, exactly the normals
+    of `shapes` (and summing them, so nothing is left unused): the random-number work
+    of a Monte Carlo chunk without the model."""
+    def run(keys):
+        one = lambda k: sum(normal(jax.random.fold_in(k, i), s).sum() for i, s in enumerate(shapes))
+        return jax.vmap(one)(keys)
+    return jax.jit(run)
+
+
 def rng_share(name: str, *, chunk: int, repeats: int) -> dict:
     config, _, _, _, model = common.jax_model(name)
     logits_fn, params = functional(freeze(model))  # as certify.py runs it
     image = jnp.asarray(common.images(config.model.image_shape, 1))
-    with recorded_normal_shapes([]) as shapes:
-        jax.eval_shape(logits_fn, params, image, jax.random.key(0))
-    shapes = [image.shape] + shapes  # the input noise
+    shapes = normal_shapes(logits_fn, params, image)
 
     def forward(params, keys):
         one = lambda k: logits_fn(params, image + 0.25 * rng.normal(k, image.shape), k)
         return jax.vmap(one)(keys)
 
-    def draws(normal):
-        def run(keys):
-            one = lambda k: sum(normal(jax.random.fold_in(k, i), s).sum() for i, s in enumerate(shapes))
-            return jax.vmap(one)(keys)
-        return jax.jit(run)
-
     keys = jax.random.split(jax.random.key(1), chunk)
-    forward, ours, jaxs = jax.jit(forward), draws(rng.normal), draws(jax.random.normal)
+    forward, ours, jaxs = jax.jit(forward), normals_only(shapes), normals_only(shapes, jax.random.normal)
     t = common.interleaved({"forward": lambda: forward(params, keys).block_until_ready(),
                             "normals": lambda: ours(keys).block_until_ready(),
                             "jax_normals": lambda: jaxs(keys).block_until_ready()}, repeats)
-    per_sample = sum(int(jnp.prod(jnp.array(s))) for s in shapes)
+    per_sample = sum(math.prod(s) for s in shapes)
     return {"model": name, "chunk": chunk, "normals_per_sample": per_sample,
             "forward_s": t["forward"], "normals_s": t["normals"],
             "rng_share_of_forward": t["normals"] / t["forward"],

@@ -1,5 +1,6 @@
 """benchmarks/: targets from partial results (a run cut short or a section that failed),
 the markdown table (GPU memory included), merging rerun sections, and the op-time profile."""
+import math
 import os
 import sys
 
@@ -28,6 +29,54 @@ def test_targets_take_the_worst_model_and_skip_what_was_not_measured():
     assert rows["certification >= 3x torch"] == {"target": "certification >= 3x torch",
                                                  "value": 2.0, "met": False}
     assert rows["certification >= 50% of matmul FLOP rate"]["met"] is True
+
+
+def test_bounds_say_whether_a_target_is_reachable_from_the_worst_model():
+    a, b = _cert("a", 2.4, 0.2), _cert("b", 2.3, 0.4)
+    a.update(bound_vs_best_torch=2.9, fraction_bound=0.25, rng_bound_vs_best_torch=2.9,
+             flop_bound_vs_best_torch=9.0, normals_only_samples_per_s=3.0)
+    b.update(bound_vs_best_torch=3.4, fraction_bound=0.6, rng_bound_vs_best_torch=3.4,
+             flop_bound_vs_best_torch=3.5, normals_only_samples_per_s=4.0)
+    rows = {r["target"]: r for r in report.targets({"certification": [a, b]})}
+    assert rows["certification >= 3x torch"]["bound"] == 2.9
+    assert rows["certification >= 3x torch"]["reachable"] is False
+    assert rows["certification >= 50% of matmul FLOP rate"]["bound"] == 0.25
+    assert rows["certification >= 50% of matmul FLOP rate"]["reachable"] is False
+    b["bound_vs_best_torch"], b["fraction_bound"] = 2.95, 0.9
+    a["bound_vs_best_torch"], a["fraction_bound"] = 3.1, 0.55
+    rows = {r["target"]: r for r in report.targets({"certification": [a, b]})}
+    assert rows["certification >= 3x torch"]["reachable"] is False  # b's bound is the worst
+    assert rows["certification >= 50% of matmul FLOP rate"]["reachable"] is True
+    # A row from a run before the bounds were measured: no bound is claimed.
+    rows = {r["target"]: r for r in report.targets({"certification": [a, _cert("c", 2.0, 0.1)]})}
+    assert "bound" not in rows["certification >= 3x torch"]
+    results = {"date": "d", "quick": True, "sizes": "quick", "command": "c", "machine": MACHINE,
+               "certification": [a, _cert("c", 2.0, 0.1)], "errors": []}
+    results["targets"] = report.targets(results)
+    text = report.markdown(results)
+    assert "| a | 10 | 5 | 2 | 1 | 1 | 2.40 | 3 | 2.90 | 9.00 |" in text
+    assert "| c | 10 | 5 | 2 | 1 | 1 | 2.00 | - | - | - |" in text
+    assert "| certification >= 3x torch | 2 | False | - | - |" in text
+
+
+def test_normals_only_pass_draws_the_models_normals():
+    import jax
+    import jax.numpy as jnp
+    import bench_profile
+    import common
+    from hycas_jax import functional
+    config, _, _, _, model = common.jax_model("small_cnn 28x28x1")
+    logits_fn, params = functional(model)
+    image = jnp.asarray(common.images(config.model.image_shape, 1))
+    shapes = bench_profile.normal_shapes(logits_fn, params, image)
+    assert shapes[0] == image.shape
+    # The input noise and one normal per feature of every RANI: far more than the pixels.
+    assert sum(math.prod(s) for s in shapes) > 20 * image.size
+    keys = jax.random.split(jax.random.key(0), 3)
+    sums = bench_profile.normals_only(shapes)(keys)
+    by_jax = bench_profile.normals_only(shapes, jax.random.normal)(keys)
+    assert sums.shape == (3,)
+    assert jnp.allclose(sums, by_jax, rtol=1e-4, atol=1e-2)  # the same numbers, summed in another order
 
 
 def test_memory_target_uses_the_accelerator_peak_when_there_is_one():
