@@ -20,7 +20,7 @@ import torch_reference
 from hycas_jax import dct, freeze, functional, rng, smoothing
 from hycas_jax.streams import FDPAN
 
-MATMUL_SIZE = {"cpu": 1024, "gpu": 8192}  # big enough to reach the backend's peak
+MATMUL_SIZE = {"cpu": 2048, "gpu": 8192}  # big enough to reach the backend's peak
 
 
 def flops_per_sample(logits_fn, params, image, chunk: int) -> tuple[float, float]:
