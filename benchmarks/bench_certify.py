@@ -113,9 +113,10 @@ def throughput(name: str, *, num: int, chunk: int, repeats: int, sigma: float = 
     torch_run = lambda cl: (lambda: torch_reference.sample_counts(
         reference, timg, num=num, batch_size=chunk, sigma=sigma, num_classes=classes,
         channels_last=cl))
-    t = common.interleaved({"ours": ours, "torch_nchw": torch_run(False),
-                            "torch_channels_last": torch_run(True), "matmul": matmul,
-                            "normals": normals}, repeats)
+    rounds = common.timed_rounds({"ours": ours, "torch_nchw": torch_run(False),
+                                  "torch_channels_last": torch_run(True), "matmul": matmul,
+                                  "normals": normals}, repeats)
+    t = common.medians(rounds)
     best_torch = min(t["torch_nchw"], t["torch_channels_last"])
     flops, flops_with_rng = flops_per_sample(*functional(frozen), image, chunk)
     matmul_rate = matmul_flops / t["matmul"]
@@ -125,6 +126,7 @@ def throughput(name: str, *, num: int, chunk: int, repeats: int, sigma: float = 
             "torch_nchw_samples_per_s": num / t["torch_nchw"],
             "torch_channels_last_samples_per_s": num / t["torch_channels_last"],
             "speedup_vs_best_torch": best_torch / t["ours"],
+            "speedup_range": common.speedup_range(rounds, "ours", ("torch_nchw", "torch_channels_last")),
             "flops_per_sample": flops, "xla_flops_per_sample_with_rng": flops_with_rng,
             "achieved_gflops": flops * num / t["ours"] / 1e9,
             "matmul_gflops": matmul_rate / 1e9,

@@ -28,8 +28,9 @@ CONFIGS = {
 }
 
 
-def interleaved(contenders: Dict[str, Callable[[], object]], repeats: int) -> Dict[str, float]:
-    """Median seconds per call of each contender, after one untimed warm-up call each."""
+def timed_rounds(contenders: Dict[str, Callable[[], object]], repeats: int) -> Dict[str, list]:
+    """Seconds of each call of each contender, round by round (A, B, ..., A, B, ...),
+    after one untimed warm-up call each."""
     for fn in contenders.values():
         fn()
     times = {name: [] for name in contenders}
@@ -38,7 +39,23 @@ def interleaved(contenders: Dict[str, Callable[[], object]], repeats: int) -> Di
             start = time.perf_counter()
             fn()
             times[name].append(time.perf_counter() - start)
-    return {name: statistics.median(t) for name, t in times.items()}
+    return times
+
+
+def interleaved(contenders: Dict[str, Callable[[], object]], repeats: int) -> Dict[str, float]:
+    """Median seconds per call of each contender, timed in interleaved rounds."""
+    return medians(timed_rounds(contenders, repeats))
+
+
+def medians(rounds: Dict[str, list]) -> Dict[str, float]:
+    return {name: statistics.median(t) for name, t in rounds.items()}
+
+
+def speedup_range(rounds: Dict[str, list], ours: str, others) -> tuple:
+    """(lowest, highest) over rounds of the best of `others` over `ours`, each ratio
+    taken within one round: the spread of the speedup that this run's load gave."""
+    ratios = [min(rounds[o][i] for o in others) / t for i, t in enumerate(rounds[ours])]
+    return min(ratios), max(ratios)
 
 
 def jax_model(name: str):

@@ -56,12 +56,18 @@ def targets(results: dict) -> list:
     return rows
 
 
+def _span(pair) -> str:
+    return f"{pair[0]:.2f}-{pair[1]:.2f}"
+
+
 def _table(rows, columns) -> list:
-    """Markdown table of `rows` (dicts); columns are (header, key, format)."""
+    """Markdown table of `rows` (dicts); columns are (header, key, format spec or function).
+    A key a row lacks (a run made before it was measured) shows as '-'."""
     lines = ["| " + " | ".join(h for h, _, _ in columns) + " |",
              "|" + "---|" * len(columns)]
     for r in rows:
-        lines.append("| " + " | ".join(format(r[k], f) if k in r else "-" for _, k, f in columns) + " |")
+        lines.append("| " + " | ".join((f(r[k]) if callable(f) else format(r[k], f)) if k in r else "-"
+                                       for _, k, f in columns) + " |")
     return lines + [""]
 
 
@@ -78,7 +84,8 @@ def markdown(results: dict) -> str:
            f"load average at start {m['load_average_at_start']:.1f}",
            f"- Versions: jax {v['jax']}, jaxlib {v['jaxlib']}, flax {v['flax']}, torch {v['torch']}, "
            f"numpy {v['numpy']}",
-           "- Every ratio comes from runs interleaved in one process (medians).", "",
+           "- Every ratio comes from runs interleaved in one process (medians); 'per round' gives the "
+           "lowest and highest ratio within single rounds, the spread this run's load caused.", "",
            "## Targets (worst case over the models measured)", ""]
     out += _table(results.get("targets", []), [("target", "target", "s"), ("value", "value", ".3g"),
                                                ("met", "met", ""), ("bound", "bound", ".3g"),
@@ -95,7 +102,7 @@ def markdown(results: dict) -> str:
         ("model", "model", "s"), ("samples", "samples", "d"), ("chunk", "chunk", "d"),
         ("ours", "ours_samples_per_s", ".0f"), ("torch NCHW", "torch_nchw_samples_per_s", ".0f"),
         ("torch channels_last", "torch_channels_last_samples_per_s", ".0f"),
-        ("ours / best torch", "speedup_vs_best_torch", ".2f"),
+        ("ours / best torch", "speedup_vs_best_torch", ".2f"), ("per round", "speedup_range", _span),
         ("normals only", "normals_only_samples_per_s", ".0f"),
         ("RNG bound", "rng_bound_vs_best_torch", ".2f"), ("FLOP bound", "flop_bound_vs_best_torch", ".2f")])
     if any("bound_vs_best_torch" in r for r in results.get("certification", [])):
@@ -125,7 +132,7 @@ def markdown(results: dict) -> str:
         ("model", "model", "s"), ("batch", "batch", "d"), ("ours", "ours_images_per_s", ".0f"),
         ("torch NCHW", "torch_nchw_images_per_s", ".0f"),
         ("torch channels_last", "torch_channels_last_images_per_s", ".0f"),
-        ("ours / best torch", "speedup_vs_best_torch", ".2f")])
+        ("ours / best torch", "speedup_vs_best_torch", ".2f"), ("per round", "speedup_range", _span)])
     out += ["## 3. APGD + EOT gradient evaluations/s", ""]
     out += _table(results.get("attacks", []), [
         ("model", "model", "s"), ("batch", "batch", "d"), ("n_iter", "n_iter", "d"),

@@ -54,9 +54,25 @@ def test_bounds_say_whether_a_target_is_reachable_from_the_worst_model():
                "certification": [a, _cert("c", 2.0, 0.1)], "errors": []}
     results["targets"] = report.targets(results)
     text = report.markdown(results)
-    assert "| a | 10 | 5 | 2 | 1 | 1 | 2.40 | 3 | 2.90 | 9.00 |" in text
-    assert "| c | 10 | 5 | 2 | 1 | 1 | 2.00 | - | - | - |" in text
+    assert "| a | 10 | 5 | 2 | 1 | 1 | 2.40 | - | 3 | 2.90 | 9.00 |" in text
+    assert "| c | 10 | 5 | 2 | 1 | 1 | 2.00 | - | - | - | - |" in text
     assert "| certification >= 3x torch | 2 | False | - | - |" in text
+
+
+def test_speedup_range_takes_each_ratio_within_one_round():
+    import common
+    rounds = {"ours": [1.0, 2.0, 1.0], "t1": [3.0, 3.0, 9.0], "t2": [4.0, 2.5, 2.0]}
+    # Round by round: best torch 3.0 / 1.0, 2.5 / 2.0, 2.0 / 1.0.
+    assert common.speedup_range(rounds, "ours", ("t1", "t2")) == (1.25, 3.0)
+    assert common.medians(rounds) == {"ours": 1.0, "t1": 3.0, "t2": 2.5}
+    calls = []
+    rounds = common.timed_rounds({"a": lambda: calls.append("a"), "b": lambda: calls.append("b")}, 2)
+    assert calls == ["a", "b", "a", "b", "a", "b"]  # one warm-up each, then interleaved
+    assert [len(t) for t in rounds.values()] == [2, 2]
+    row = dict(_cert("a", 2.0, 0.1), speedup_range=[1.5, 2.25])
+    results = {"date": "d", "quick": True, "sizes": "quick", "command": "c", "machine": MACHINE,
+               "certification": [row], "errors": []}
+    assert "| a | 10 | 5 | 2 | 1 | 1 | 2.00 | 1.50-2.25 |" in report.markdown(results)
 
 
 def test_normals_only_pass_draws_the_models_normals():
