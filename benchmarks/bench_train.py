@@ -37,10 +37,9 @@ def throughput(name: str, *, batch: int, repeats: int) -> dict:
     rounds = common.timed_rounds({"ours": ours, "torch_nchw": torch_step(xt),
                                   "torch_channels_last": torch_step(xt_cl)}, repeats)
     t = common.medians(rounds)
-    best_torch = min(t["torch_nchw"], t["torch_channels_last"])
+    ratio, low, high = common.speedup(rounds, "ours", ("torch_nchw", "torch_channels_last"))
     return {"model": name, "batch": batch, "repeats": repeats,
             "ours_images_per_s": batch / t["ours"],
             "torch_nchw_images_per_s": batch / t["torch_nchw"],
             "torch_channels_last_images_per_s": batch / t["torch_channels_last"],
-            "speedup_vs_best_torch": best_torch / t["ours"],
-            "speedup_range": common.speedup_range(rounds, "ours", ("torch_nchw", "torch_channels_last"))}
+            "speedup_vs_best_torch": ratio, "speedup_range": [low, high]}

@@ -51,11 +51,12 @@ def medians(rounds: Dict[str, list]) -> Dict[str, float]:
     return {name: statistics.median(t) for name, t in rounds.items()}
 
 
-def speedup_range(rounds: Dict[str, list], ours: str, others) -> tuple:
-    """(lowest, highest) over rounds of the best of `others` over `ours`, each ratio
-    taken within one round: the spread of the speedup that this run's load gave."""
+def speedup(rounds: Dict[str, list], ours: str, others) -> tuple:
+    """The best of `others` over `ours`, each ratio taken within one round:
+    (median, lowest, highest) over the rounds. The spread is what this run's load
+    did to the ratio."""
     ratios = [min(rounds[o][i] for o in others) / t for i, t in enumerate(rounds[ours])]
-    return min(ratios), max(ratios)
+    return statistics.median(ratios), min(ratios), max(ratios)
 
 
 def jax_model(name: str):

@@ -84,8 +84,9 @@ def markdown(results: dict) -> str:
            f"load average at start {m['load_average_at_start']:.1f}",
            f"- Versions: jax {v['jax']}, jaxlib {v['jaxlib']}, flax {v['flax']}, torch {v['torch']}, "
            f"numpy {v['numpy']}",
-           "- Every ratio comes from runs interleaved in one process (medians); 'per round' gives the "
-           "lowest and highest ratio within single rounds, the spread this run's load caused.", "",
+           "- Every ratio comes from runs interleaved in one process: each speedup is the median over "
+           "rounds of the ratio within one round, and 'per round' its lowest and highest, the spread "
+           "this run's load caused; samples/s are medians.", "",
            "## Targets (worst case over the models measured)", ""]
     out += _table(results.get("targets", []), [("target", "target", "s"), ("value", "value", ".3g"),
                                                ("met", "met", ""), ("bound", "bound", ".3g"),

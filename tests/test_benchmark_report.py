@@ -59,11 +59,11 @@ def test_bounds_say_whether_a_target_is_reachable_from_the_worst_model():
     assert "| certification >= 3x torch | 2 | False | - | - |" in text
 
 
-def test_speedup_range_takes_each_ratio_within_one_round():
+def test_speedup_takes_each_ratio_within_one_round():
     import common
     rounds = {"ours": [1.0, 2.0, 1.0], "t1": [3.0, 3.0, 9.0], "t2": [4.0, 2.5, 2.0]}
     # Round by round: best torch 3.0 / 1.0, 2.5 / 2.0, 2.0 / 1.0.
-    assert common.speedup_range(rounds, "ours", ("t1", "t2")) == (1.25, 3.0)
+    assert common.speedup(rounds, "ours", ("t1", "t2")) == (2.0, 1.25, 3.0)
     assert common.medians(rounds) == {"ours": 1.0, "t1": 3.0, "t2": 2.5}
     calls = []
     rounds = common.timed_rounds({"a": lambda: calls.append("a"), "b": lambda: calls.append("b")}, 2)
