@@ -22,6 +22,14 @@ def _cert(model, speedup, fraction):
             "fraction_of_matmul_rate": fraction}
 
 
+def _markdown(certification, errors=()) -> str:
+    """RESULTS.md of a quick run that measured `certification` rows only."""
+    results = {"date": "d", "quick": True, "sizes": "quick", "command": "c", "machine": MACHINE,
+               "certification": certification, "errors": list(errors)}
+    results["targets"] = report.targets(results)
+    return report.markdown(results)
+
+
 def test_targets_take_the_worst_model_and_skip_what_was_not_measured():
     results = {"certification": [_cert("a", 3.5, 0.6), _cert("b", 2.0, 0.7)]}
     rows = {r["target"]: r for r in report.targets(results)}
@@ -50,10 +58,7 @@ def test_bounds_say_whether_a_target_is_reachable_from_the_worst_model():
     # A row from a run before the bounds were measured: no bound is claimed.
     rows = {r["target"]: r for r in report.targets({"certification": [a, _cert("c", 2.0, 0.1)]})}
     assert "bound" not in rows["certification >= 3x torch"]
-    results = {"date": "d", "quick": True, "sizes": "quick", "command": "c", "machine": MACHINE,
-               "certification": [a, _cert("c", 2.0, 0.1)], "errors": []}
-    results["targets"] = report.targets(results)
-    text = report.markdown(results)
+    text = _markdown([a, _cert("c", 2.0, 0.1)])
     assert "| a | 10 | 5 | 2 | 1 | 1 | 2.40 | - | 3 | 2.90 | 9.00 |" in text
     assert "| c | 10 | 5 | 2 | 1 | 1 | 2.00 | - | - | - | - |" in text
     assert "| certification >= 3x torch | 2 | False | - | - |" in text
@@ -70,9 +75,7 @@ def test_speedup_takes_each_ratio_within_one_round():
     assert calls == ["a", "b", "a", "b", "a", "b"]  # one warm-up each, then interleaved
     assert [len(t) for t in rounds.values()] == [2, 2]
     row = dict(_cert("a", 2.0, 0.1), speedup_range=[1.5, 2.25])
-    results = {"date": "d", "quick": True, "sizes": "quick", "command": "c", "machine": MACHINE,
-               "certification": [row], "errors": []}
-    assert "| a | 10 | 5 | 2 | 1 | 1 | 2.00 | 1.50-2.25 |" in report.markdown(results)
+    assert "| a | 10 | 5 | 2 | 1 | 1 | 2.00 | 1.50-2.25 |" in _markdown([row])
 
 
 def test_normals_only_pass_draws_the_models_normals():
@@ -107,11 +110,7 @@ def test_memory_target_uses_the_accelerator_peak_when_there_is_one():
 
 
 def test_markdown_of_a_partial_run_names_the_failed_section():
-    results = {"date": "d", "quick": True, "sizes": "quick", "command": "c", "machine": MACHINE,
-               "certification": [_cert("a", 3.5, 0.6)],
-               "errors": [{"section": "training", "error": "RuntimeError: boom"}]}
-    results["targets"] = report.targets(results)
-    text = report.markdown(results)
+    text = _markdown([_cert("a", 3.5, 0.6)], [{"section": "training", "error": "RuntimeError: boom"}])
     assert "**Section failed: training**: `RuntimeError: boom`" in text
     assert "| a | 10 | 5 | 2 | 1 | 1 | 3.50 |" in text
     assert "## 2. Training" in text
