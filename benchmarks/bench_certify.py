@@ -92,9 +92,24 @@ def _normals_contender(model, image, *, num: int, chunk: int):
     return (lambda: [draw(k) for k in keys][-1].block_until_ready()), sum(np.prod(s) for s in shapes)
 
 
-def throughput(name: str, *, num: int, chunk: int, repeats: int, sigma: float = 0.25) -> dict:
+def _best_chunks(contenders: dict, num: int) -> tuple[dict, dict]:
+    """contenders: {label: {chunk: thunk}}. Times every (label, chunk) in interleaved
+    rounds (one warm-up call, which compiles ours, then two timed) and returns each
+    label's fastest chunk and the samples/s of every chunk tried."""
+    flat = {(label, chunk): fn for label, by_chunk in contenders.items() for chunk, fn in by_chunk.items()}
+    t = common.interleaved(flat, 2)
+    rates = {label: {chunk: num / t[label, chunk] for chunk in by_chunk}
+             for label, by_chunk in contenders.items()}
+    return {label: max(r, key=r.get) for label, r in rates.items()}, rates
+
+
+def throughput(name: str, *, num: int, chunk: int, repeats: int, sweep=(), sigma: float = 0.25) -> dict:
     """Samples/s of ours and of the reference (both layouts), interleaved, with the
     FLOP rate of ours against a jitted matmul timed in the same rounds.
+
+    Batch size: every contender first runs with each chunk size of `sweep` (and
+    `chunk`), and is then timed at its own fastest one. On a CPU torch eager is
+    fastest at smaller batches than ours, so one shared size would favour us.
 
     Two upper bounds on ours / torch at equal work come from the same rounds:
     `rng_bound` times drawing the pass's normals alone (no model), `flop_bound`
@@ -107,23 +122,30 @@ def throughput(name: str, *, num: int, chunk: int, repeats: int, sigma: float = 
     image = common.images(config.model.image_shape, 1)
     reference = torch_reference.from_jax(model, common.torch_reference_device())
     timg = _torch_image(image[0])
+    torch_run = lambda cl, c: (lambda: torch_reference.sample_counts(
+        reference, timg, num=num, batch_size=c, sigma=sigma, num_classes=classes, channels_last=cl))
+    candidates = sorted({chunk, *sweep})
+    contenders = {
+        "ours": {c: _ours(frozen, image, classes, num=num, chunk=c, sigma=sigma) for c in candidates},
+        "torch_nchw": {c: torch_run(False, c) for c in candidates},
+        "torch_channels_last": {c: torch_run(True, c) for c in candidates}}
+    best, rates = _best_chunks(contenders, num) if len(candidates) > 1 else (
+        {label: chunk for label in contenders}, {})
     matmul, matmul_flops = matmul_contender()
-    ours = _ours(frozen, image, classes, num=num, chunk=chunk, sigma=sigma)
-    normals, normals_per_sample = _normals_contender(frozen, image, num=num, chunk=chunk)
-    torch_run = lambda cl: (lambda: torch_reference.sample_counts(
-        reference, timg, num=num, batch_size=chunk, sigma=sigma, num_classes=classes,
-        channels_last=cl))
-    rounds = common.timed_rounds({"ours": ours, "torch_nchw": torch_run(False),
-                                  "torch_channels_last": torch_run(True), "matmul": matmul,
-                                  "normals": normals}, repeats)
+    normals, normals_per_sample = _normals_contender(frozen, image, num=num, chunk=best["ours"])
+    rounds = common.timed_rounds({**{label: contenders[label][best[label]] for label in contenders},
+                                  "matmul": matmul, "normals": normals}, repeats)
     t = common.medians(rounds)
     ratio, low, high = common.speedup(rounds, "ours", ("torch_nchw", "torch_channels_last"))
     best_torch = min(t["torch_nchw"], t["torch_channels_last"])
-    flops, flops_with_rng = flops_per_sample(*functional(frozen), image, chunk)
+    flops, flops_with_rng = flops_per_sample(*functional(frozen), image, best["ours"])
     matmul_rate = matmul_flops / t["matmul"]
     flop_bound = best_torch / (flops * num / matmul_rate)  # the model's FLOPs at the matmul rate
     rng_bound = common.speedup(rounds, "normals", ("torch_nchw", "torch_channels_last"))[0]
-    return {"model": name, "samples": num, "chunk": chunk, "repeats": repeats,
+    return {"model": name, "samples": num, "chunk": best["ours"], "repeats": repeats,
+            "torch_nchw_chunk": best["torch_nchw"], "torch_channels_last_chunk": best["torch_channels_last"],
+            "chunk_sweep": [{"contender": label, **{str(c): r for c, r in by_chunk.items()}}
+                            for label, by_chunk in rates.items()],
             "ours_samples_per_s": num / t["ours"],
             "torch_nchw_samples_per_s": num / t["torch_nchw"],
             "torch_channels_last_samples_per_s": num / t["torch_channels_last"],

@@ -99,9 +99,11 @@ def markdown(results: dict) -> str:
     for e in results.get("errors", []):
         out += [f"**Section failed: {e['section']}**: `{e['error']}`", ""]
     out += ["## 1. Certification: Monte Carlo samples/s (one image)", ""]
-    out += _table(results.get("certification", []), [
+    cert_rows = [dict(r, torch_chunks=f"{r['torch_nchw_chunk']} / {r['torch_channels_last_chunk']}")
+                 if "torch_nchw_chunk" in r else r for r in results.get("certification", [])]
+    out += _table(cert_rows, [
         ("model", "model", "s"), ("samples", "samples", "d"), ("chunk", "chunk", "d"),
-        ("ours", "ours_samples_per_s", ".0f"), ("torch NCHW", "torch_nchw_samples_per_s", ".0f"),
+        ("torch chunk (NCHW / cl)", "torch_chunks", "s"), ("ours", "ours_samples_per_s", ".0f"), ("torch NCHW", "torch_nchw_samples_per_s", ".0f"),
         ("torch channels_last", "torch_channels_last_samples_per_s", ".0f"),
         ("ours / best torch", "speedup_vs_best_torch", ".2f"), ("per round", "speedup_range", _span),
         ("normals only", "normals_only_samples_per_s", ".0f"),
@@ -113,6 +115,15 @@ def markdown(results: dict) -> str:
                 "best torch time over that time. 'FLOP bound' is best torch time over the model's FLOPs "
                 "at the matmul rate of section 5. Ours can beat neither (the first up to the cost of summing the "
                 "normals, one add each).", ""]
+    sweeps = [dict(row, model=r["model"]) for r in results.get("certification", [])
+              for row in r.get("chunk_sweep", [])]
+    if sweeps:
+        chunks = sorted({k for row in sweeps for k in row if k.isdigit()}, key=int)
+        out += ["Batch size: each contender first ran at every chunk size below (one warm-up, two "
+                "timed calls, interleaved) and was then timed at its fastest, the 'chunk' columns "
+                "above. Samples/s of that first pass ('-': not tried):", ""]
+        out += _table(sweeps, [("model", "model", "s"), ("contender", "contender", "s")]
+                      + [(c, c, ".0f") for c in chunks])
     out += ["Certified results on the same images (independent noise; agreement up to Monte Carlo "
             "noise; -1 = abstain):", ""]
     out += _table(results.get("agreement", []), [

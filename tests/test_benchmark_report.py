@@ -59,8 +59,8 @@ def test_bounds_say_whether_a_target_is_reachable_from_the_worst_model():
     rows = {r["target"]: r for r in report.targets({"certification": [a, _cert("c", 2.0, 0.1)]})}
     assert "bound" not in rows["certification >= 3x torch"]
     text = _markdown([a, _cert("c", 2.0, 0.1)])
-    assert "| a | 10 | 5 | 2 | 1 | 1 | 2.40 | - | 3 | 2.90 | 9.00 |" in text
-    assert "| c | 10 | 5 | 2 | 1 | 1 | 2.00 | - | - | - | - |" in text
+    assert "| a | 10 | 5 | - | 2 | 1 | 1 | 2.40 | - | 3 | 2.90 | 9.00 |" in text
+    assert "| c | 10 | 5 | - | 2 | 1 | 1 | 2.00 | - | - | - | - |" in text
     assert "| certification >= 3x torch | 2 | False | - | - |" in text
 
 
@@ -75,7 +75,18 @@ def test_speedup_takes_each_ratio_within_one_round():
     assert calls == ["a", "b", "a", "b", "a", "b"]  # one warm-up each, then interleaved
     assert [len(t) for t in rounds.values()] == [2, 2]
     row = dict(_cert("a", 2.0, 0.1), speedup_range=[1.5, 2.25])
-    assert "| a | 10 | 5 | 2 | 1 | 1 | 2.00 | 1.50-2.25 |" in _markdown([row])
+    assert "| a | 10 | 5 | - | 2 | 1 | 1 | 2.00 | 1.50-2.25 |" in _markdown([row])
+
+
+def test_markdown_shows_each_contenders_batch_size_and_the_sweep():
+    row = dict(_cert("a", 2.0, 0.1), chunk=1000, torch_nchw_chunk=250, torch_channels_last_chunk=500,
+               chunk_sweep=[{"contender": "ours", "250": 10.0, "500": 11.0, "1000": 12.0},
+                            {"contender": "torch_nchw", "250": 7.0, "1000": 5.0}])
+    text = _markdown([row])
+    assert "| a | 10 | 1000 | 250 / 500 | 2 |" in text
+    assert "| model | contender | 250 | 500 | 1000 |" in text
+    assert "| a | ours | 10 | 11 | 12 |" in text
+    assert "| a | torch_nchw | 7 | - | 5 |" in text
 
 
 def test_normals_only_pass_draws_the_models_normals():
@@ -112,7 +123,7 @@ def test_memory_target_uses_the_accelerator_peak_when_there_is_one():
 def test_markdown_of_a_partial_run_names_the_failed_section():
     text = _markdown([_cert("a", 3.5, 0.6)], [{"section": "training", "error": "RuntimeError: boom"}])
     assert "**Section failed: training**: `RuntimeError: boom`" in text
-    assert "| a | 10 | 5 | 2 | 1 | 1 | 3.50 |" in text
+    assert "| a | 10 | 5 | - | 2 | 1 | 1 | 3.50 |" in text
     assert "## 2. Training" in text
 
 
