@@ -118,12 +118,15 @@ def markdown(results: dict) -> str:
     sweeps = [dict(row, model=r["model"]) for r in results.get("certification", [])
               for row in r.get("chunk_sweep", [])]
     if sweeps:
-        chunks = sorted({k for row in sweeps for k in row if k.isdigit()}, key=int)
         out += ["Batch size: each contender first ran at every chunk size below (one warm-up, two "
                 "timed calls, interleaved) and was then timed at its fastest, the 'chunk' columns "
-                "above. Samples/s of that first pass ('-': not tried):", ""]
-        out += _table(sweeps, [("model", "model", "s"), ("contender", "contender", "s")]
-                      + [(c, c, ".0f") for c in chunks])
+                "above. Samples/s of that first pass:", ""]
+        groups = {}  # one table per set of chunk sizes tried
+        for row in sweeps:
+            groups.setdefault(tuple(sorted((k for k in row if k.isdigit()), key=int)), []).append(row)
+        for chunks, rows in groups.items():
+            out += _table(rows, [("model", "model", "s"), ("contender", "contender", "s")]
+                          + [(c, c, ".0f") for c in chunks])
     out += ["Certified results on the same images (independent noise; agreement up to Monte Carlo "
             "noise; -1 = abstain):", ""]
     out += _table(results.get("agreement", []), [
