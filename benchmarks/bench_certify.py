@@ -7,6 +7,8 @@ eager, NCHW and channels_last. One image per call, as certification runs.
 """
 from __future__ import annotations
 
+import math
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -89,7 +91,7 @@ def _normals_contender(model, image, *, num: int, chunk: int):
     shapes = bench_profile.normal_shapes(logits_fn, params, jnp.asarray(image))
     draw = bench_profile.normals_only(shapes)
     keys = [jax.random.split(jax.random.key(i), chunk) for i in range(-(-num // chunk))]
-    return (lambda: [draw(k) for k in keys][-1].block_until_ready()), sum(np.prod(s) for s in shapes)
+    return (lambda: [draw(k) for k in keys][-1].block_until_ready()), sum(math.prod(s) for s in shapes)
 
 
 def _best_chunks(contenders: dict, num: int) -> tuple[dict, dict]:
@@ -154,7 +156,7 @@ def throughput(name: str, *, num: int, chunk: int, repeats: int, sweep=(), sigma
             "achieved_gflops": flops * num / t["ours"] / 1e9,
             "matmul_gflops": matmul_rate / 1e9,
             "fraction_of_matmul_rate": flops * num / t["ours"] / matmul_rate,
-            "normals_per_sample": int(normals_per_sample),
+            "normals_per_sample": normals_per_sample,
             "normals_only_samples_per_s": num / t["normals"],
             "rng_bound_vs_best_torch": rng_bound, "flop_bound_vs_best_torch": flop_bound,
             "bound_vs_best_torch": min(rng_bound, flop_bound),

@@ -103,7 +103,8 @@ def markdown(results: dict) -> str:
                  if "torch_nchw_chunk" in r else r for r in results.get("certification", [])]
     out += _table(cert_rows, [
         ("model", "model", "s"), ("samples", "samples", "d"), ("chunk", "chunk", "d"),
-        ("torch chunk (NCHW / cl)", "torch_chunks", "s"), ("ours", "ours_samples_per_s", ".0f"), ("torch NCHW", "torch_nchw_samples_per_s", ".0f"),
+        ("torch chunk (NCHW / cl)", "torch_chunks", "s"), ("ours", "ours_samples_per_s", ".0f"),
+        ("torch NCHW", "torch_nchw_samples_per_s", ".0f"),
         ("torch channels_last", "torch_channels_last_samples_per_s", ".0f"),
         ("ours / best torch", "speedup_vs_best_torch", ".2f"), ("per round", "speedup_range", _span),
         ("normals only", "normals_only_samples_per_s", ".0f"),
@@ -113,8 +114,8 @@ def markdown(results: dict) -> str:
                 "'normals only' draws just the standard normals of the same samples (input noise and "
                 "every RANI, the same count the torch reference draws), with no model; 'RNG bound' is "
                 "best torch time over that time. 'FLOP bound' is best torch time over the model's FLOPs "
-                "at the matmul rate of section 5. Ours can beat neither (the first up to the cost of summing the "
-                "normals, one add each).", ""]
+                "at the matmul rate of section 5. Ours can beat neither (the first up to the cost of "
+                "summing the normals, one add each).", ""]
     sweeps = [dict(row, model=r["model"]) for r in results.get("certification", [])
               for row in r.get("chunk_sweep", [])]
     if sweeps:
