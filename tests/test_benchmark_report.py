@@ -1,5 +1,6 @@
 """benchmarks/: targets from partial results (a run cut short or a section that failed),
-the markdown table (GPU memory included), merging rerun sections, and the op-time profile."""
+their equal-work bounds, per-round speedups, each contender's chunk size, the markdown table
+(GPU memory included), merging rerun sections, and the op-time profile."""
 import math
 import os
 import sys
@@ -88,6 +89,24 @@ def test_markdown_shows_each_contenders_batch_size_and_the_sweep():
     assert "| a | ours | 10 | 11 | 12 |" in text
     assert "| model | contender | 250 | 1000 |" in text  # another set of sizes: its own table
     assert "| a | torch_nchw | 7 | 5 |" in text
+
+
+def test_each_contender_gets_its_own_fastest_chunk(monkeypatch):
+    import bench_certify
+    import common
+    seconds = {("ours", 250): 2.0, ("ours", 1000): 1.0, ("torch", 250): 3.0, ("torch", 1000): 4.0}
+    seen = {}
+
+    def fake_interleaved(contenders, repeats):
+        seen.update(contenders)
+        return {key: seconds[key] for key in contenders}
+
+    monkeypatch.setattr(common, "interleaved", fake_interleaved)
+    thunks = {label: {c: object() for c in (250, 1000)} for label in ("ours", "torch")}
+    best, rates = bench_certify._best_chunks(thunks, num=1000)
+    assert best == {"ours": 1000, "torch": 250}
+    assert rates == {"ours": {250: 500.0, 1000: 1000.0}, "torch": {250: 1000 / 3, 1000: 250.0}}
+    assert seen[("torch", 250)] is thunks["torch"][250]
 
 
 def test_normals_only_pass_draws_the_models_normals():
