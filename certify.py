@@ -12,7 +12,7 @@ import sys
 
 from absl import app, flags, logging
 
-from hycas_jax import compilation_cache
+from hycas_jax import compilation_cache, dct
 from hycas_jax.checkpointing import CheckpointError
 from hycas_jax.evaluation import certify_workdir
 
@@ -30,6 +30,10 @@ flags.DEFINE_bool("margin", None, "Also the Lipschitz margin certificate; off: -
 flags.DEFINE_integer("margin_samples", None, "Monte Carlo samples for the margin certificate.")
 flags.DEFINE_float("logit_bound", None, "Clip for the margin certificate's logits.")
 flags.DEFINE_integer("seed", None, "Root PRNG seed; image idx uses fold_in(key(seed), idx).")
+flags.DEFINE_enum("lowpass_form", None, dct.LOWPASS_FORMS,
+                  "How FDPAN's DCT low-pass is computed: the same map, so only speed changes "
+                  "(default einsum; on an H200 kron was faster for the small CNNs, "
+                  "see benchmarks/RESULTS_gpu.md).")
 flags.DEFINE_bool("progress", True, "Show a progress bar.")
 flags.DEFINE_string("compilation_cache", compilation_cache.default_dir(), compilation_cache.FLAG_HELP)
 FLAGS = flags.FLAGS
@@ -45,7 +49,7 @@ def main(argv):
             n0=FLAGS.n0, n=FLAGS.n, alpha=FLAGS.alpha, batch_size=FLAGS.batch_size,
             skip=FLAGS.skip, max_examples=FLAGS.max, margin=FLAGS.margin,
             margin_samples=FLAGS.margin_samples, logit_bound=FLAGS.logit_bound,
-            seed=FLAGS.seed, progress=FLAGS.progress)
+            seed=FLAGS.seed, lowpass_form=FLAGS.lowpass_form, progress=FLAGS.progress)
     except (CheckpointError, ValueError) as e:  # user errors: one line, no traceback
         sys.exit("certify.py: error: " + " ".join(str(e).split()))
     print(f"{summary['num_images']} images, step {summary['settings']['step']}, "
@@ -55,8 +59,12 @@ def main(argv):
 
 
 def parse_flags(argv):
-    """absl's parser, also accepting the GNU spelling `--no-margin` of `--nomargin`."""
-    return FLAGS(["--nomargin" if a == "--no-margin" else a for a in argv])
+    """absl's parser, also accepting the GNU spelling `--no-margin` of `--nomargin`; a bad
+    flag value is a one-line error, like the other user errors."""
+    try:
+        return FLAGS(["--nomargin" if a == "--no-margin" else a for a in argv])
+    except flags.Error as e:
+        sys.exit("certify.py: error: " + " ".join(str(e).split()))
 
 
 if __name__ == "__main__":

@@ -105,7 +105,19 @@ def _best_chunks(contenders: dict, num: int) -> tuple[dict, dict]:
     return {label: max(r, key=r.get) for label, r in rates.items()}, rates
 
 
-def throughput(name: str, *, num: int, chunk: int, repeats: int, sweep=(), sigma: float = 0.25) -> dict:
+def _best_form(model, image, classes: int, forms, *, num: int, chunk: int, sigma: float):
+    """The fastest of `forms` (`dct.LOWPASS_FORMS`) for our pass of `model` frozen with
+    that low-pass form, and each form's samples/s (one warm-up, two timed calls,
+    interleaved), at one chunk size."""
+    if len(forms) == 1:
+        return forms[0], {}
+    t = common.interleaved({f: _ours(freeze(model, lowpass_form=f), image, classes, num=num, chunk=chunk,
+                                     sigma=sigma) for f in forms}, 2)
+    return min(t, key=t.get), {f: num / t[f] for f in forms}
+
+
+def throughput(name: str, *, num: int, chunk: int, repeats: int, sweep=(), forms=("einsum",),
+               sigma: float = 0.25) -> dict:
     """Samples/s of ours and of the reference (both layouts), interleaved, with the
     FLOP rate of ours against a jitted matmul timed in the same rounds.
 
@@ -117,11 +129,17 @@ def throughput(name: str, *, num: int, chunk: int, repeats: int, sweep=(), sigma
     `rng_bound` times drawing the pass's normals alone (no model), `flop_bound`
     the model's FLOPs at the matmul rate; ours cannot beat either, so
     `bound_vs_best_torch` is the best ratio any design of this computation could
-    reach on this machine with these generators."""
+    reach on this machine with these generators.
+
+    Low-pass form: with several `forms`, ours first runs with each at `chunk`
+    and keeps the fastest (`freeze(model, lowpass_form=...)`, which certify.py's
+    --lowpass_form sets); the same map, so equal work. FLOPs are always counted
+    in the einsum form, the least arithmetic for that map."""
     config, _, _, _, model = common.jax_model(name)
-    frozen = freeze(model)  # as certify.py runs it
     classes = config.model.num_classes
     image = common.images(config.model.image_shape, 1)
+    form, form_rates = _best_form(model, image, classes, tuple(forms), num=num, chunk=chunk, sigma=sigma)
+    frozen = freeze(model, lowpass_form=form)  # as certify.py runs it
     reference = torch_reference.from_jax(model, common.torch_reference_device())
     timg = _torch_image(image[0])
     torch_run = lambda cl, c: (lambda: torch_reference.sample_counts(
@@ -140,12 +158,13 @@ def throughput(name: str, *, num: int, chunk: int, repeats: int, sweep=(), sigma
     t = common.medians(rounds)
     ratio, low, high = common.speedup(rounds, "ours", ("torch_nchw", "torch_channels_last"))
     best_torch = min(t["torch_nchw"], t["torch_channels_last"])
-    flops, flops_with_rng = flops_per_sample(*functional(frozen), image, best["ours"])
+    flops, flops_with_rng = flops_per_sample(*functional(freeze(model)), image, best["ours"])
     matmul_rate = matmul_flops / t["matmul"]
     flop_bound = best_torch / (flops * num / matmul_rate)  # the model's FLOPs at the matmul rate
     rng_bound = common.speedup(rounds, "normals", ("torch_nchw", "torch_channels_last"))[0]
     return {"model": name, "samples": num, "chunk": best["ours"], "repeats": repeats,
             "torch_nchw_chunk": best["torch_nchw"], "torch_channels_last_chunk": best["torch_channels_last"],
+            "lowpass_form": form, "lowpass_form_sweep": form_rates,
             "chunk_sweep": [{"contender": label, **{str(c): r for c, r in by_chunk.items()}}
                             for label, by_chunk in rates.items()],
             "ours_samples_per_s": num / t["ours"],

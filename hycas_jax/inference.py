@@ -20,10 +20,12 @@ fails; checkpoint the original.
 """
 from __future__ import annotations
 
-from typing import Callable
+from typing import Callable, Optional
 
 import jax
 from flax import nnx
+
+from hycas_jax import dct
 
 
 class Frozen(nnx.Variable):
@@ -41,16 +43,30 @@ def is_frozen(model: nnx.Module) -> bool:
     return any(isinstance(v, Frozen) for _, v in nnx.iter_graph(model))
 
 
-def freeze(model: nnx.Module) -> nnx.Module:
+def freeze(model: nnx.Module, *, lowpass_form: Optional[str] = None) -> nnx.Module:
     """A copy of `model` with every parameter-derived weight computed once (module
     docstring); a model already frozen is returned as it is. The argument is not
     changed. Layers that derive weights implement `freeze()`; it is called on each,
-    children before parents."""
+    children before parents.
+
+    lowpass_form: how every FDPAN's DCT low-pass is computed in the copy (one of
+    `dct.LOWPASS_FORMS`; None keeps the model's). Each form is the same linear
+    map up to float32 rounding, so the bound and the certificates do not change;
+    which is fastest depends on the device (the benchmark's `lowpass` section)."""
+    if lowpass_form is not None and lowpass_form not in dct.LOWPASS_FORMS:
+        raise ValueError(f"unknown low-pass form {lowpass_form!r}; known: {dct.LOWPASS_FORMS}")
     if is_frozen(model):
-        return model
-    model = nnx.clone(model)
-    modules = [m for _, m in nnx.iter_modules(model)]
-    for module in modules:  # iter_modules yields children before their parent
-        if hasattr(module, "freeze"):
-            module.freeze()
+        if lowpass_form is None:
+            return model
+        model = nnx.clone(model)
+    else:
+        model = nnx.clone(model)
+        modules = [m for _, m in nnx.iter_modules(model)]
+        for module in modules:  # iter_modules yields children before their parent
+            if hasattr(module, "freeze"):
+                module.freeze()
+    if lowpass_form is not None:
+        for _, module in nnx.iter_modules(model):
+            if hasattr(module, "lowpass_form"):
+                module.lowpass_form = lowpass_form
     return model

@@ -60,8 +60,8 @@ def test_bounds_say_whether_a_target_is_reachable_from_the_worst_model():
     rows = {r["target"]: r for r in report.targets({"certification": [a, _cert("c", 2.0, 0.1)]})}
     assert "bound" not in rows["certification >= 3x torch"]
     text = _markdown([a, _cert("c", 2.0, 0.1)])
-    assert "| a | 10 | 5 | - | 2 | 1 | 1 | 2.40 | - | 3 | 2.90 | 9.00 |" in text
-    assert "| c | 10 | 5 | - | 2 | 1 | 1 | 2.00 | - | - | - | - |" in text
+    assert "| a | 10 | 5 | - | 2 | 1 | 1 | 2.40 | - | 3 | 2.90 | 9.00 | - |" in text
+    assert "| c | 10 | 5 | - | 2 | 1 | 1 | 2.00 | - | - | - | - | - |" in text
     assert "| certification >= 3x torch | 2 | False | - | - |" in text
 
 

@@ -3,9 +3,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from flax import nnx
 
 import hycas_jax
 from hycas_jax import inference, lipschitz, models, smoothing, snc
+from hycas_jax.streams import FDPAN
 from test_models import _max_gain_by_gradient_ascent, _x, tiny
 
 
@@ -72,3 +74,29 @@ def test_frozen_and_original_certify_alike():
     # two logits tie to rounding, which these random-weight logits do not.
     np.testing.assert_array_equal(results[0].counts, results[1].counts)
     np.testing.assert_allclose(results[0].logit_sum, results[1].logit_sum, rtol=1e-4, atol=1e-3)
+
+
+@pytest.mark.parametrize("form", ["matmul", "kron"])
+def test_freeze_sets_every_fdpan_low_pass_form_and_keeps_the_function(form):
+    model = models.build(tiny(), key=jax.random.key(1))
+    default = hycas_jax.freeze(model)
+    other = hycas_jax.freeze(model, lowpass_form=form)
+    forms = lambda m: [s.lowpass_form for _, s in nnx.iter_modules(m) if isinstance(s, FDPAN)]
+    assert forms(model) and set(forms(other)) == {form} and set(forms(default)) == {"einsum"}
+    assert set(forms(model)) == {"einsum"}  # the argument is not changed
+    # From a frozen copy too: a new copy with the form, the frozen weights reused.
+    again = hycas_jax.freeze(default, lowpass_form=form)
+    assert again is not default and set(forms(again)) == {form} and set(forms(default)) == {"einsum"}
+    x, key = _x(tiny()), jax.random.key(4)
+    ours, theirs = (jax.jit(f)(p, x, key) for f, p in (hycas_jax.functional(default),
+                                                       hycas_jax.functional(other)))
+    # The forward pass computes it the new way: a different program, the same numbers.
+    assert _jaxpr_text(*hycas_jax.functional(other), x, key) != _jaxpr_text(
+        *hycas_jax.functional(default), x, key)
+    np.testing.assert_allclose(theirs, ours, rtol=1e-5, atol=1e-6)
+    assert lipschitz.network_bound(other) == pytest.approx(lipschitz.network_bound(default), rel=1e-9)
+
+
+def test_freeze_rejects_an_unknown_low_pass_form():
+    with pytest.raises(ValueError, match="unknown low-pass form 'fft'"):
+        hycas_jax.freeze(models.build(tiny(), key=jax.random.key(1)), lowpass_form="fft")

@@ -34,8 +34,8 @@ import numpy as np
 from flax import nnx
 from tqdm.auto import tqdm
 
-from hycas_jax import (certificates, certify_report, checkpointing, data, distributed, inference,
-                       lipschitz, smoothing, training)
+from hycas_jax import (certificates, certify_report, checkpointing, data, dct, distributed,
+                       inference, lipschitz, smoothing, training)
 
 RS_COLUMNS = ("pA", "count")
 MARGIN_COLUMNS = ("margin_predict", "margin_radius", "margin_lower", "margin_time")
@@ -177,11 +177,13 @@ def certify_workdir(workdir, *, out_dir=None, step: int | None = None,
                     skip: int | None = None, max_examples: int | None = None,
                     margin: bool | None = None, margin_samples: int | None = None,
                     logit_bound: float | None = None, seed: int | None = None,
-                    progress: bool = True) -> dict:
+                    lowpass_form: str | None = None, progress: bool = True) -> dict:
     """Certifies the test split for the checkpoint in `workdir` (module docstring).
 
     Arguments left as None take the workdir config's `certify` values; `step`
-    None is the latest checkpoint. Returns the summary (also written as JSON).
+    None is the latest checkpoint. `lowpass_form` picks how FDPAN's DCT low-pass
+    is computed (`inference.freeze`; the same map, so it changes speed, not the
+    certificates); None keeps the model's ("einsum"). Returns the summary (also written as JSON).
     Raises `CheckpointError` for a missing/corrupt workdir or checkpoint and
     ValueError for bad settings or a data set that does not match the config;
     both before any file is written.
@@ -191,9 +193,12 @@ def certify_workdir(workdir, *, out_dir=None, step: int | None = None,
         checkpointing.restore_config(str(workdir)).certify, sigma=sigma, n0=n0, n=n,
         alpha=alpha, batch_size=batch_size, skip=skip, max_examples=max_examples,
         margin=margin, margin_samples=margin_samples, logit_bound=logit_bound, seed=seed)
+    if lowpass_form is not None and lowpass_form not in dct.LOWPASS_FORMS:
+        raise ValueError(f"unknown low-pass form {lowpass_form!r}; known: {dct.LOWPASS_FORMS}")
     model, config, settings["step"] = training.restore_model(str(workdir), step)
     # Derived weights once (hycas_jax.inference); the bound is of the arrays certified.
-    model = inference.freeze(model)
+    model = inference.freeze(model, lowpass_form=lowpass_form)
+    settings["lowpass_form"] = lowpass_form or "einsum"
     settings["dataset"] = config.dataset.name
     settings["lipschitz"] = lipschitz.network_bound(model)
     source, _ = data.get_source(config.dataset.name, "test", **_data_kwargs(config))
