@@ -158,3 +158,21 @@ def test_a_bad_config_writes_nothing_so_the_fixed_command_can_run(tmp_path):
     with pytest.raises(ValueError, match="unknown model kind"):
         training.train(config, str(workdir), progress=False)
     assert not workdir.exists()
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--config=configs/nonexistent.py"], "--config: no config file 'configs/nonexistent.py'"),
+    (["--config.training.no_such_field=1"], "--config override: the config has no field 'no_such_field'"),
+    ([f"--config={os.path.join(ROOT, 'configs', 'tfds.py')}:no_such_set", "--config.training.num_steps=2"],
+     "Error whilst parsing config file: ValueError: unknown TFDS data set 'no_such_set'"),
+    (["--config.training.num_steps=abc"], "flag --config.training.num_steps=abc: invalid literal"),
+])
+def test_cli_bad_config_is_a_one_line_error(tmp_path, args, message):
+    cmd = [sys.executable, os.path.join(ROOT, "train.py"), f"--workdir={tmp_path / 'run'}", *args]
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=120,
+                          env=dict(os.environ, JAX_PLATFORMS="cpu"))
+    assert proc.returncode != 0
+    assert "Traceback" not in proc.stderr, proc.stderr
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith("train.py: error:") and message in last, proc.stderr
+    assert not (tmp_path / "run").exists()  # nothing written
