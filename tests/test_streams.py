@@ -1,4 +1,5 @@
 import contextlib
+import re
 
 import jax
 import jax.numpy as jnp
@@ -7,8 +8,8 @@ import pytest
 from flax import nnx
 
 from conftest import dense_matrix, top_singular_value
-from hycas_jax import dct, spectral
-from hycas_jax.streams import FDPAN, RPFAN, SNCAN, random_projection_filters
+from hycas_jax import dct, rng, spectral
+from hycas_jax.streams import FDPAN, RPFAN, SNCAN, random_projection_filters, reverse_mode_only
 
 HW, CIN, COUT = (6, 6), 2, 4
 
@@ -112,3 +113,43 @@ def test_depthwise_backward_matches_the_grouped_conv(k, stride, hw):
     # Forward mode works outside the context.
     np.testing.assert_allclose(jax.jvp(ours, (x, filters), (x, filters))[1],
                                jax.jvp(grouped, (x, filters), (x, filters))[1], rtol=1e-5, atol=1e-5)
+
+
+def _plain_filters(key, k, channels):
+    w = rng.normal(key, (k, k, 1, channels), jnp.float32, fusible=False)
+    return w / (jnp.sum(jnp.abs(w), axis=(0, 1, 2), keepdims=True) + 1e-12)
+
+
+def test_filters_are_materialized_bit_for_bit():
+    keys = jax.random.split(jax.random.key(7), 5)
+    ours = jax.jit(jax.vmap(lambda key: random_projection_filters(key, 3, 16)))(keys)
+    plain = jax.jit(jax.vmap(lambda key: _plain_filters(key, 3, 16)))(keys)
+    np.testing.assert_array_equal(np.asarray(ours), np.asarray(plain))
+
+
+_HLO_LINE = re.compile(r'^\s*(?:ROOT\s+)?%?([\w.\-]+) = [^(]*?(\w+)\((.*?)\).*?op_name="([^"]*)"')
+
+
+def test_depthwise_stencil_reads_the_filters_instead_of_redrawing_them():
+    # XLA fused the filters' erf_inv into every tap of the depthwise stencil (recomputed
+    # k*k times per output element); the stencil's fusions must take them from memory.
+    s = RPFAN(CIN, 16, 3, input_hw=(14, 14), rngs=nnx.Rngs(2))
+    graphdef, params = nnx.split(s)
+    x = jax.random.uniform(jax.random.key(0), (8, 14, 14, CIN))
+
+    def loss(params, x, key):
+        with reverse_mode_only():
+            return jnp.sum(nnx.merge(graphdef, params)(x, key) ** 2)
+
+    text = jax.jit(jax.grad(loss, argnums=(0, 1))).lower(params, x, jax.random.key(1)).compile().as_text()
+    op_name, operands = {}, {}
+    for line in text.splitlines():
+        m = _HLO_LINE.match(line)
+        if m:
+            op_name[m.group(1)] = m.group(4)
+            operands[m.group(1)] = re.findall(r"%([\w.\-]+)", m.group(3))
+    stencils = [n for n, o in op_name.items() if "depthwise" in o and operands[n]]
+    assert stencils
+    for name in stencils:
+        redrawn = [a for a in operands[name] if "erf_inv" in op_name.get(a, "")]
+        assert not redrawn, f"{name} recomputes the filters from {redrawn}"
