@@ -25,9 +25,9 @@ def _error(message) -> None:
     sys.exit("train.py: error: " + " ".join(str(message).split()))
 
 
-def _no_field(error: AttributeError, where: str = "the config") -> None:
+def _no_field(error: AttributeError) -> None:
     """ml_collections' AttributeError for an override of a field the config lacks."""
-    _error(f"--config override: {where} has no field {str(error).strip(QUOTES)!r}")
+    _error(f"--config override: the config has no field {str(error).strip(QUOTES)!r}")
 
 
 try:  # ml_collections resolves the --config.* overrides in sys.argv here, against the default file
@@ -55,9 +55,7 @@ def load_config():
         _error(f"--config: no config file {path!r}")
     try:
         config = FLAGS.config
-        config.keys()  # loads the file and applies the --config.* overrides
-    except AttributeError as e:  # ml_collections: an override of a field the config lacks
-        _no_field(e, path)
+        config.keys()  # loads the file if the parser has not (overrides fail in parse_flags)
     except Exception as e:  # the config file itself fails to import or to build
         _error(f"--config {path}: {type(e).__name__}: {e}")
     return config

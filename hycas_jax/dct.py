@@ -53,6 +53,13 @@ def lowpass_projection(n: int, keep: float) -> np.ndarray:
 LOWPASS_FORMS = ("einsum", "matmul", "kron")
 
 
+def check_lowpass_form(form: str) -> str:
+    """`form` if it is one of `LOWPASS_FORMS`, else ValueError naming the known ones."""
+    if form not in LOWPASS_FORMS:
+        raise ValueError(f"unknown low-pass form {form!r}; known: {LOWPASS_FORMS}")
+    return form
+
+
 def lowpass(x: jax.Array, ph: np.ndarray, pw: np.ndarray, form: str = "einsum") -> jax.Array:
     """y[b, g, v, c] = sum_{h, w} ph[g, h] x[b, h, w, c] pw[v, w] for NHWC `x`.
 
@@ -64,13 +71,12 @@ def lowpass(x: jax.Array, ph: np.ndarray, pw: np.ndarray, form: str = "einsum") 
       kron: one matmul by kron(ph, pw) (HW x HW) over the flattened spatial
         axis: HW/(H+W) times the FLOPs, in one large GEMM.
     """
+    check_lowpass_form(form)
     b, h, w, c = x.shape
     if form == "einsum":
         return jnp.einsum("gh,bhwc,vw->bgvc", jnp.asarray(ph, x.dtype), x, jnp.asarray(pw, x.dtype))
     if form == "matmul":
         y = jnp.matmul(jnp.asarray(ph, x.dtype), x.reshape(b, h, w * c))
         return jnp.matmul(jnp.asarray(pw, x.dtype), y.reshape(b * h, w, c)).reshape(b, h, w, c)
-    if form == "kron":
-        k = jnp.asarray(np.kron(ph, pw), x.dtype)  # k[g * W + v, h * W + w] = ph[g, h] pw[v, w]
-        return jnp.einsum("pq,bqc->bpc", k, x.reshape(b, h * w, c)).reshape(b, h, w, c)
-    raise ValueError(f"unknown low-pass form {form!r}; known: {LOWPASS_FORMS}")
+    k = jnp.asarray(np.kron(ph, pw), x.dtype)  # kron: k[g * W + v, h * W + w] = ph[g, h] pw[v, w]
+    return jnp.einsum("pq,bqc->bpc", k, x.reshape(b, h * w, c)).reshape(b, h, w, c)

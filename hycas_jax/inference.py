@@ -53,14 +53,13 @@ def freeze(model: nnx.Module, *, lowpass_form: Optional[str] = None) -> nnx.Modu
     `dct.LOWPASS_FORMS`; None keeps the model's). Each form is the same linear
     map up to float32 rounding, so the bound and the certificates do not change;
     which is fastest depends on the device (the benchmark's `lowpass` section)."""
-    if lowpass_form is not None and lowpass_form not in dct.LOWPASS_FORMS:
-        raise ValueError(f"unknown low-pass form {lowpass_form!r}; known: {dct.LOWPASS_FORMS}")
-    if is_frozen(model):
-        if lowpass_form is None:
-            return model
-        model = nnx.clone(model)
-    else:
-        model = nnx.clone(model)
+    if lowpass_form is not None:
+        dct.check_lowpass_form(lowpass_form)
+    already = is_frozen(model)
+    if already and lowpass_form is None:
+        return model
+    model = nnx.clone(model)
+    if not already:
         modules = [m for _, m in nnx.iter_modules(model)]
         for module in modules:  # iter_modules yields children before their parent
             if hasattr(module, "freeze"):
