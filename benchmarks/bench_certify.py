@@ -94,17 +94,6 @@ def _normals_contender(model, image, *, num: int, chunk: int):
     return (lambda: [draw(k) for k in keys][-1].block_until_ready()), sum(math.prod(s) for s in shapes)
 
 
-def _best_chunks(contenders: dict, num: int) -> tuple[dict, dict]:
-    """contenders: {label: {chunk: thunk}}. Times every (label, chunk) in interleaved
-    rounds (one warm-up call, which compiles ours, then two timed) and returns each
-    label's fastest chunk and the samples/s of every chunk tried."""
-    flat = {(label, chunk): fn for label, by_chunk in contenders.items() for chunk, fn in by_chunk.items()}
-    t = common.interleaved(flat, 2)
-    rates = {label: {chunk: num / t[label, chunk] for chunk in by_chunk}
-             for label, by_chunk in contenders.items()}
-    return {label: max(r, key=r.get) for label, r in rates.items()}, rates
-
-
 def _best_form(model, image, classes: int, forms, *, num: int, chunk: int, sigma: float):
     """The fastest of `forms` (`dct.LOWPASS_FORMS`) for our pass of `model` frozen with
     that low-pass form, and each form's samples/s (one warm-up, two timed calls,
@@ -149,7 +138,7 @@ def throughput(name: str, *, num: int, chunk: int, repeats: int, sweep=(), forms
         "ours": {c: _ours(frozen, image, classes, num=num, chunk=c, sigma=sigma) for c in candidates},
         "torch_nchw": {c: torch_run(False, c) for c in candidates},
         "torch_channels_last": {c: torch_run(True, c) for c in candidates}}
-    best, rates = _best_chunks(contenders, num) if len(candidates) > 1 else (
+    best, rates = common.best_chunks(contenders, num) if len(candidates) > 1 else (
         {label: chunk for label in contenders}, {})
     matmul, matmul_flops = matmul_contender()
     normals, normals_per_sample = _normals_contender(frozen, image, num=num, chunk=best["ours"])

@@ -114,3 +114,14 @@ def torch_reference_device():
         raise RuntimeError("JAX runs on a GPU but torch sees no CUDA device: the comparison "
                            "would not be on the same hardware")
     return torch.device("cuda" if on_gpu() else "cpu")
+
+
+def best_chunks(contenders: dict, num: int) -> tuple[dict, dict]:
+    """contenders: {label: {chunk: thunk}}. Times every (label, chunk) in interleaved
+    rounds (one warm-up call, which compiles ours, then two timed) and returns each
+    label's fastest chunk and the samples/s of every chunk tried."""
+    flat = {(label, chunk): fn for label, by_chunk in contenders.items() for chunk, fn in by_chunk.items()}
+    t = interleaved(flat, 2)
+    rates = {label: {chunk: num / t[label, chunk] for chunk in by_chunk}
+             for label, by_chunk in contenders.items()}
+    return {label: max(r, key=r.get) for label, r in rates.items()}, rates

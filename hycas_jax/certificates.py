@@ -13,7 +13,14 @@ radius Delta / (sqrt(2) L). Z_b is only estimated, so Delta is a (1 - alpha)
 Hoeffding lower confidence bound (clipped logits make the differences
 bounded), union-bounded over the K - 1 runner-up classes.
 
-Hybrid numbers (SPEC 4.3): `combine_same_classifier` merges certificates of
+Precision. A certificate holds for the arithmetic that ran. JAX's default matmul and
+convolution precision is TF32 on recent NVIDIA GPUs (bf16 passes on TPUs), which
+moves weights and logits by far more than the bounds' float32 safety factor
+covers; so the margin certificate's Monte Carlo passes always run at
+`MARGIN_PRECISION` (full float32), on every backend, and its classifier says so.
+Randomized smoothing certifies whatever classifier ran, at any precision.
+
+Hybrid numbers: `combine_same_classifier` merges certificates of
 one classifier; `hybrid_report` lists certificates of several classifiers,
 each row naming its classifier, with the failure probabilities added.
 """
@@ -27,6 +34,8 @@ import numpy as np
 
 from hycas_jax import smoothing
 from hycas_jax.certify_report import DEFAULT_RADII, markdown_table
+
+MARGIN_PRECISION = "float32"  # jax.default_matmul_precision of the margin certificate's passes
 
 
 class MarginResult(NamedTuple):
@@ -125,6 +134,25 @@ def margin_certify(logits_fn: smoothing.LogitsFn, params, x, key, *, num_classes
     num_samples = smoothing.validate_count(num_samples, "num_samples")
     n0 = smoothing.validate_count(n0, "n0")
     chunk_size = smoothing.validate_count(batch_size, "batch_size")
+    with jax.default_matmul_precision(MARGIN_PRECISION):
+        top, mean, slack = _estimate(logits_fn, params, x, key, num_classes=num_classes, bound=bound,
+                                     alpha=alpha, num_samples=num_samples, n0=n0,
+                                     chunk_size=chunk_size, mesh=mesh, stochastic=stochastic)
+    margin_lower = _margin_lower(mean, top, slack)
+    certified = margin_lower > 0.0
+    paper_radius, paper_note = _paper_form(margin_lower, certified, lipschitz)
+    return MarginResult(
+        prediction=np.where(certified, top, -1),
+        radius=np.where(certified, margin_lower / (math.sqrt(2.0) * lipschitz), 0.0),
+        paper_radius=paper_radius, margin_lower=margin_lower, logit_mean=mean,
+        classifier=f"argmax E_Omega[clip(f(x; Omega), -{bound!r}, {bound!r})], no input noise, "
+                   f"{MARGIN_PRECISION} matmuls",
+        paper_note=paper_note, alpha=alpha)
+
+
+def _estimate(logits_fn, params, x, key, *, num_classes, bound, alpha, num_samples, n0,
+              chunk_size, mesh, stochastic):
+    """-> (selected class (B,), mean clipped logits (B, K), slack of the margin)."""
     if not stochastic:
         num_samples = 1
         estimate = smoothing.sample_stats(
@@ -143,16 +171,7 @@ def margin_certify(logits_fn: smoothing.LogitsFn, params, x, key, *, num_classes
         # alpha/(K-1); plus the float32 rounding of both sums.
         slack = (hoeffding_deviation(num_samples, 4.0 * bound, alpha / (num_classes - 1))
                  + 2.0 * estimate.logit_sum_error / num_samples)
-    mean = estimate.logit_sum / num_samples
-    margin_lower = _margin_lower(mean, top, slack)
-    certified = margin_lower > 0.0
-    paper_radius, paper_note = _paper_form(margin_lower, certified, lipschitz)
-    return MarginResult(
-        prediction=np.where(certified, top, -1),
-        radius=np.where(certified, margin_lower / (math.sqrt(2.0) * lipschitz), 0.0),
-        paper_radius=paper_radius, margin_lower=margin_lower, logit_mean=mean,
-        classifier=f"argmax E_Omega[clip(f(x; Omega), -{bound!r}, {bound!r})], no input noise",
-        paper_note=paper_note, alpha=alpha)
+    return top, estimate.logit_sum / num_samples, slack
 
 
 def smoothing_certificate(result: smoothing.CertifyResult, *, sigma: float,

@@ -33,7 +33,7 @@ import jax.numpy as jnp
 import numpy as np
 from scipy import stats
 
-from hycas_jax import distributed, rng
+from hycas_jax import distributed, images, rng
 
 LogitsFn = Callable[..., jax.Array]
 
@@ -90,16 +90,8 @@ class PredictResult(NamedTuple):
 # ---------------------------------------------------------------- validation
 
 def validate_images(x) -> jax.Array:
-    """Checks a batch of raw-pixel images; returns it as float32 (B, H, W, C)."""
-    if not hasattr(x, "dtype") or not jnp.issubdtype(x.dtype, jnp.floating):
-        raise ValueError(f"x must be a floating-point array, got {getattr(x, 'dtype', type(x))}")
-    if np.ndim(x) != 4:
-        raise ValueError(f"x must be rank 4 (B, H, W, C), got shape {np.shape(x)}")
-    host = np.asarray(x, np.float32)
-    if np.isnan(host).any():
-        raise ValueError("x contains NaN")
-    if host.size and (host.min() < 0.0 or host.max() > 1.0):
-        raise ValueError(f"x must be raw pixels in [0, 1], got range [{host.min()}, {host.max()}]")
+    """Checks a batch of raw-pixel images (`images.check_images`); returns it as float32."""
+    images.check_images(x)
     return jnp.asarray(x, jnp.float32)
 
 

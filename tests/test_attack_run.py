@@ -119,18 +119,6 @@ def test_cli_runs_and_resumes(workdir, first_run):
     assert summary["units_run"] == 0
 
 
-@pytest.mark.parametrize("args, message", [
-    (["--workdir", "/nonexistent/run"], "no training run"),
-    (["--workdir", "/nonexistent/run", "--eps", "0,-0.1"], "eps must be >= 0"),
-    (["--workdir", "/nonexistent/run", "--attacks", "fgsm"], "unknown attack 'fgsm'"),
-])
-def test_cli_errors_are_one_clear_line(args, message):
-    done = _cli(*args)
-    assert done.returncode != 0
-    errors = [line for line in done.stderr.splitlines() if line.startswith("attack.py: error:")]
-    assert len(errors) == 1 and message in errors[0], done.stderr
-
-
 def test_autoattack_version_follows_the_target():
     fn = lambda params, x, key: x.reshape(x.shape[0], -1)
     deterministic = attack_run.make_target(fn, stochastic=False)

@@ -92,7 +92,6 @@ def test_markdown_shows_each_contenders_batch_size_and_the_sweep():
 
 
 def test_each_contender_gets_its_own_fastest_chunk(monkeypatch):
-    import bench_certify
     import common
     seconds = {("ours", 250): 2.0, ("ours", 1000): 1.0, ("torch", 250): 3.0, ("torch", 1000): 4.0}
     seen = {}
@@ -103,7 +102,7 @@ def test_each_contender_gets_its_own_fastest_chunk(monkeypatch):
 
     monkeypatch.setattr(common, "interleaved", fake_interleaved)
     thunks = {label: {c: object() for c in (250, 1000)} for label in ("ours", "torch")}
-    best, rates = bench_certify._best_chunks(thunks, num=1000)
+    best, rates = common.best_chunks(thunks, num=1000)
     assert best == {"ours": 1000, "torch": 250}
     assert rates == {"ours": {250: 500.0, 1000: 1000.0}, "torch": {250: 1000 / 3, 1000: 250.0}}
     assert seen[("torch", 250)] is thunks["torch"][250]

@@ -181,3 +181,22 @@ def test_deterministic_margin_certificate_is_exact():
     np.testing.assert_array_equal(result.prediction, [0, 1, 2])
     assert np.all(result.radius <= distance)
     np.testing.assert_allclose(result.radius, distance, rtol=1e-4)
+
+
+@pytest.mark.parametrize("stochastic", [True, False])
+def test_margin_passes_run_at_full_float32_precision_and_say_so(stochastic):
+    # TF32 (the GPU default) would round weights and logits by far more than the bounds'
+    # safety factor: every traced pass of the margin certificate sees float32 precision.
+    seen = []
+    params, x, _ = make_problem(1.5, np.array([[0.5, 0.0, -0.2]]))
+
+    def recording_logits(params, x, key):
+        seen.append(jax.config.jax_default_matmul_precision)
+        return orthogonal_logits(params, x, key)
+
+    result = certificates.margin_certify(
+        recording_logits, params, x, jax.random.key(0), num_classes=NUM_CLASSES, lipschitz=1.5,
+        logit_bound=BOUND, n0=8, num_samples=16, batch_size=8, stochastic=stochastic)
+    assert seen and set(seen) == {certificates.MARGIN_PRECISION} == {"float32"}
+    assert "float32 matmuls" in result.classifier
+    assert jax.config.jax_default_matmul_precision is None  # restored afterwards

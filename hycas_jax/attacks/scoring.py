@@ -18,7 +18,7 @@ import jax.numpy as jnp
 import numpy as np
 from scipy import stats
 
-from hycas_jax import rng
+from hycas_jax import images, rng
 from hycas_jax.attacks import validation
 
 RULES = ("single", "vote")
@@ -144,7 +144,7 @@ def describe(report):
 
 def _check(logits_fn, params, x_adv, y, key, *, repeats=1, m=1, confidence=0.5, alpha=0.5):
     """Checks a scoring call's inputs; returns the number of classes."""
-    validation.check_images(x_adv)
+    images.check_images(x_adv)
     n_classes = validation.num_classes(logits_fn, params, x_adv, key)
     validation.check_labels(y, np.shape(x_adv)[0], n_classes)
     validation.check_positive_int("repeats", repeats)

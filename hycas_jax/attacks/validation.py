@@ -10,26 +10,13 @@ import math
 import jax
 import numpy as np
 
+from hycas_jax import images
 from hycas_jax.attacks import losses
 
 NORMS = ("linf", "l2")
 LOSSES = tuple(losses.LOSSES)
 # DLR divides by the gap between the top logit and the 3rd (4th) largest one.
 _MIN_CLASSES = {"ce": 2, "dlr": 3, "ce-targeted": 2, "dlr-targeted": 4}
-
-
-def check_images(x):
-    """Checks ``x`` is a rank-4 batch with finite pixels in [0, 1]."""
-    if np.ndim(x) != 4:
-        raise ValueError(f"x must be a rank-4 NHWC batch, got shape {np.shape(x)}")
-    values = np.asarray(x)
-    if not np.issubdtype(values.dtype, np.floating):
-        raise ValueError(f"x must be floating point, got dtype {values.dtype}")
-    if np.isnan(values).any():
-        raise ValueError("x contains NaN")
-    if values.size and (values.min() < 0.0 or values.max() > 1.0):
-        raise ValueError(
-            f"x must lie in [0, 1], got range [{values.min()}, {values.max()}]")
 
 
 def num_classes(logits_fn, params, x, key):
@@ -43,12 +30,13 @@ def num_classes(logits_fn, params, x, key):
 
 def check_labels(y, batch, n_classes):
     """Checks ``y`` is an integer vector of ``batch`` labels in range."""
-    labels = np.asarray(y)
-    if labels.shape != (batch,):
-        raise ValueError(f"y must have shape ({batch},), got {labels.shape}")
-    if not np.issubdtype(labels.dtype, np.integer):
-        raise ValueError(f"y must be integer labels, got dtype {labels.dtype}")
-    if labels.size and (labels.min() < 0 or labels.max() >= n_classes):
+    if tuple(np.shape(y)) != (batch,):
+        raise ValueError(f"y must have shape ({batch},), got {tuple(np.shape(y))}")
+    dtype = getattr(y, "dtype", None) or np.asarray(y).dtype
+    if not np.issubdtype(dtype, np.integer):
+        raise ValueError(f"y must be integer labels, got dtype {dtype}")
+    labels = images.host_values(y)
+    if labels is not None and labels.size and (labels.min() < 0 or labels.max() >= n_classes):
         raise ValueError(
             f"labels must lie in [0, {n_classes}), got range [{labels.min()}, {labels.max()}]")
 
@@ -84,7 +72,7 @@ def check_attack_inputs(logits_fn, params, x, y, key, *, norm, eps, loss=None):
     """Runs the checks shared by all attacks; returns ``num_classes``."""
     check_norm(norm)
     check_eps(eps)
-    check_images(x)
+    images.check_images(x)
     n_classes = num_classes(logits_fn, params, x, key)
     check_labels(y, np.shape(x)[0], n_classes)
     if loss is not None:

@@ -216,7 +216,7 @@ def attack_workdir(workdir, *, eps_list=None, norm=None, n_iter=None, eot_iter=N
                    attacks=("apgd-ce", "apgd-dlr", "autoattack"), rules=RULES,
                    max_examples=None, batch_size=None, vote_samples=None, vote_sigma=None,
                    repeats=None, seed=None, out_dir=None, step=None, progress=True,
-                   quiet=False, stride=None) -> dict:
+                   quiet=False, stride=None, data_dir=None) -> dict:
     """Runs (or resumes) the attack evaluation of `workdir`; returns the summary.
 
     The images are every `stride`-th test image, the first `max_examples` of
@@ -225,7 +225,8 @@ def attack_workdir(workdir, *, eps_list=None, norm=None, n_iter=None, eot_iter=N
     None arguments come from the workdir's `config.attack` (batch_size 100,
     repeats 10 passes per image for the 'single' rule, vote_sigma the training
     sigma). 'autoattack' picks its version from the target (see the module
-    docs). Raises ValueError for bad options and
+    docs). `data_dir` replaces the config's `dataset.data_dir` (the data's place on
+    this machine). Raises ValueError for bad options and
     `hycas_jax.checkpointing.CheckpointError` for a missing or corrupt
     checkpoint. The summary's `units_run` counts the units this call computed.
     """
@@ -235,7 +236,7 @@ def attack_workdir(workdir, *, eps_list=None, norm=None, n_iter=None, eot_iter=N
                   max_examples=max_examples, batch_size=batch_size, vote_samples=vote_samples,
                   vote_sigma=vote_sigma, repeats=repeats, seed=seed)
     check_options(eps_list=s["eps"], norm=s["norm"], attacks=attacks, rules=rules)
-    data_kwargs = dict(data_dir=config.dataset.get("data_dir") or None,
+    data_kwargs = dict(data_dir=data_dir or config.dataset.get("data_dir") or None,
                        **dict(config.dataset.get("kwargs", {}) or {}))
     num_test = len(data.get_source(config.dataset.name, "test", **data_kwargs)[0])
     if stride is None:

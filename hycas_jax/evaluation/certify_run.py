@@ -41,7 +41,7 @@ RS_COLUMNS = ("pA", "count")
 MARGIN_COLUMNS = ("margin_predict", "margin_radius", "margin_lower", "margin_time")
 # Settings that change a row's numbers: a log may only be resumed when they match.
 _RESULT_SETTINGS = ("step", "dataset", "sigma", "n0", "n", "alpha", "skip", "margin",
-                    "margin_samples", "logit_bound", "seed")
+                    "margin_samples", "logit_bound", "seed", "lowpass_form", "margin_precision")
 
 
 def resolve_settings(certify_config, **overrides) -> dict:
@@ -177,7 +177,8 @@ def certify_workdir(workdir, *, out_dir=None, step: int | None = None,
                     skip: int | None = None, max_examples: int | None = None,
                     margin: bool | None = None, margin_samples: int | None = None,
                     logit_bound: float | None = None, seed: int | None = None,
-                    lowpass_form: str | None = None, progress: bool = True) -> dict:
+                    lowpass_form: str | None = None, data_dir: str | None = None,
+                    progress: bool = True) -> dict:
     """Certifies the test split for the checkpoint in `workdir` (module docstring).
 
     Arguments left as None take the workdir config's `certify` values; `step`
@@ -196,9 +197,14 @@ def certify_workdir(workdir, *, out_dir=None, step: int | None = None,
     if lowpass_form is not None:  # before the slow restore
         dct.check_lowpass_form(lowpass_form)
     model, config, settings["step"] = training.restore_model(str(workdir), step)
+    if data_dir:
+        config.dataset.data_dir = data_dir
     # Derived weights once (hycas_jax.inference); the bound is of the arrays certified.
     model = inference.freeze(model, lowpass_form=lowpass_form)
     settings["lowpass_form"] = lowpass_form or "einsum"
+    # Margin certificates hold only for the arithmetic that ran: full float32 matmuls and
+    # convolutions (GPUs default to TF32; randomized smoothing certifies what ran).
+    settings["margin_precision"] = certificates.MARGIN_PRECISION if settings["margin"] else None
     settings["dataset"] = config.dataset.name
     settings["lipschitz"] = lipschitz.network_bound(model)
     source, _ = data.get_source(config.dataset.name, "test", **_data_kwargs(config))
@@ -237,7 +243,8 @@ def _curves(rows: dict, settings: dict) -> dict[str, tuple[str, float, certify_r
     if settings["margin"]:
         bound, lip = float(np.float32(settings["logit_bound"])), settings["lipschitz"]
         classifier = (f"expected-logit classifier argmax E_Omega[clip(f, -{bound!r}, "
-                      f"{bound!r})], no input noise, L = {lip:.6g}")
+                      f"{bound!r})], no input noise, {settings['margin_precision']} matmuls, "
+                      f"L = {lip:.6g}")
         abstain = rows["margin_predict"] < 0
         curves["margin"] = (classifier, alpha,
                             (rows["margin_predict"], label, rows["margin_radius"]))

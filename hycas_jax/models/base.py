@@ -10,7 +10,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from hycas_jax import heads
+from hycas_jax import heads, images
 from hycas_jax.activations import get_activation
 from hycas_jax.rani import RANI
 
@@ -42,16 +42,9 @@ class Classifier(nnx.Module):
             return get_activation(self.activation_name)(x)
 
     def check_input(self, x) -> None:
-        """Clear errors for the mistakes a caller can make at the entry point."""
-        if getattr(x, "ndim", None) != 4:
-            raise ValueError(f"x must be NHWC (B, H, W, C), got shape {getattr(x, 'shape', None)}")
-        if tuple(x.shape[1:]) != self.image_shape:
-            raise ValueError(f"x has image shape {tuple(x.shape[1:])}, the model was built for "
-                             f"{self.image_shape} (H, W, C); its Lipschitz bound is for that size")
-        if not jnp.issubdtype(x.dtype, jnp.floating):
-            raise ValueError(f"x must be a float array of raw pixels in [0, 1], got dtype {x.dtype}")
-        if not isinstance(x, jax.core.Tracer) and bool(jnp.isnan(x).any()):
-            raise ValueError("x contains NaN")
+        """Clear errors for the mistakes a caller can make at the entry point; never
+        forces a traced value (`images.check_images`)."""
+        images.check_images(x, image_shape=self.image_shape, pixel_range=False)
 
     def __call__(self, x: jax.Array, key: jax.Array | None = None) -> jax.Array:
         """x: float (B, H, W, C) raw pixels in [0, 1]; key: PRNG key. -> logits (B, classes)."""

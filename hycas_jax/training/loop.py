@@ -19,10 +19,12 @@ from typing import Optional
 import jax
 import jax.numpy as jnp
 import numpy as np
+from absl import logging
 from flax import nnx
 from tqdm.auto import tqdm
 
 from hycas_jax import checkpointing, data, distributed, lipschitz, models
+from hycas_jax.training.metrics import MetricsWriter
 from hycas_jax.training.optim import make_optimizer, make_schedule
 from hycas_jax.training.step import make_eval_fn, make_train_step, split_model
 
@@ -80,30 +82,6 @@ def _lipschitz_bound(graphdef, state) -> float:
     return lipschitz.network_bound(model_from_state(graphdef, distributed.local_copy(state)))
 
 
-class _Writer:
-    """Metrics to TensorBoard (tensorboardX) and metrics.jsonl, process 0 only."""
-
-    def __init__(self, workdir: str):
-        self.active = jax.process_index() == 0
-        if self.active:
-            from tensorboardX import SummaryWriter
-            self.tb = SummaryWriter(os.path.join(workdir, "tensorboard"))
-            self.jsonl = open(os.path.join(workdir, "metrics.jsonl"), "a")
-
-    def write(self, step: int, metrics: dict) -> None:
-        if not self.active:
-            return
-        for name, value in metrics.items():
-            self.tb.add_scalar(name, value, step)
-        self.jsonl.write(json.dumps({"step": step, **metrics}) + "\n")
-        self.jsonl.flush()
-
-    def close(self) -> None:
-        if self.active:
-            self.tb.close()
-            self.jsonl.close()
-
-
 def _eval_batch_size(mesh) -> int:
     """256 rounded up to a multiple of the data axis and the process count; the
     same on every mesh that divides 256, so such meshes draw the same noise."""
@@ -151,15 +129,19 @@ def train(config, workdir: str, *, progress: bool = True) -> dict:
     ckpt = checkpointing.Checkpointer(workdir, max_to_keep=tcfg.keep_checkpoints)
     it = data.train_iterator(config.dataset.name, batch_size=tcfg.batch_size, seed=tcfg.seed,
                              **_data_kwargs(config))
-    if ckpt.latest_step() is not None:
-        state, meta = ckpt.restore(state)
+    resumed, state, meta, corrupt = ckpt.restore_newest_intact(state)
+    for bad in corrupt:  # nothing is deleted: the unreadable steps are moved aside
+        logging.warning("checkpoint step %d in %s is corrupt; resuming from step %d instead "
+                        "(its files moved to %s)", bad, ckpt.directory, resumed or 0,
+                        ckpt.set_aside(bad))
+    if resumed is not None:
         # Process 0's position serves all: every shard has consumed the same count.
         it.set_state(meta["data"])
     step_fn = make_train_step(graphdef, tx, tcfg, mesh)
     eval_fn = make_eval_fn(graphdef, mesh)
     schedule = make_schedule(tcfg)
-    writer = _Writer(workdir)
     start = int(state["step"])
+    writer = MetricsWriter(workdir, start_step=start)
     bar = tqdm(total=tcfg.num_steps, initial=start, desc="train",
                disable=not progress or jax.process_index() != 0, dynamic_ncols=True)
     for step in range(start, tcfg.num_steps):
@@ -185,7 +167,7 @@ def train(config, workdir: str, *, progress: bool = True) -> dict:
     final = evaluate(config, graphdef, state, mesh=mesh)
     final["lipschitz_bound"] = _lipschitz_bound(graphdef, state)
     final["step"] = int(state["step"])
-    writer.write(final["step"], final)
+    writer.write(final["step"], final, final=True)
     writer.close()
     if jax.process_index() == 0:
         with open(os.path.join(workdir, "final_metrics.json"), "w") as f:
