@@ -50,7 +50,7 @@ def define(fv: flags.FlagValues, argv) -> None:
     flags.DEFINE_integer("step", None, "Checkpoint step (default: the latest).", flag_values=fv)
     flags.DEFINE_string("out_dir", None, "Output directory (default: <workdir>/attack).",
                         flag_values=fv)
-    cli.define_runtime_flags(fv)
+    cli.define_runtime_flags(fv, multi_host=True)
 
 
 def _eps(values):

@@ -8,7 +8,9 @@ Settings left unset take the workdir config's `certify` values; each flag below 
 a short form of its `--config.certify.*` override (`--max` is `max_examples`), and
 `--config.dataset.data_dir=DIR` says where the data lives on this machine.
 Re-running the same command after an interruption certifies only the images not
-yet in the log. Outputs go to --out_dir (default: the workdir); see
+yet in the log. Several hosts: run the same command on each with --distributed
+(or --coordinator_address/--num_processes/--process_id); every image's samples are
+spread over all their devices, and process 0 writes and prints. Outputs go to --out_dir (default: the workdir); see
 `hycas_jax.evaluation.certify_run`.
 """
 from absl import flags, logging
@@ -52,7 +54,7 @@ def define(fv: flags.FlagValues, argv) -> None:
                       "How FDPAN's DCT low-pass is computed: the same map, so only speed "
                       "changes (default einsum; on an H200 kron was faster for the small CNNs).",
                       flag_values=fv)
-    cli.define_runtime_flags(fv)
+    cli.define_runtime_flags(fv, multi_host=True)
 
 
 def body(fv: flags.FlagValues) -> None:
@@ -65,6 +67,8 @@ def body(fv: flags.FlagValues) -> None:
     summary = certify_workdir(
         fv.workdir, out_dir=fv.out_dir, step=fv.step, lowpass_form=fv.lowpass_form,
         data_dir=changed.get("dataset.data_dir"), progress=fv.progress, **settings)
+    if summary is None:  # not process 0 of a multi-process run: it prints nothing
+        return
     print(f"{summary['num_images']} images, step {summary['settings']['step']}, "
           f"L = {summary['settings']['lipschitz']:.6g}\n")
     print(summary["table"])

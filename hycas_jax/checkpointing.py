@@ -4,8 +4,9 @@ A workdir holds `config.json` (the experiment config, written once) and an
 orbax `CheckpointManager` directory `checkpoints/` with, per saved step:
 
 * ``state``: the pytree {params, rest, opt_state} (StandardSave);
-* ``meta``: JSON {step, data (the input iterator's position), key (root PRNG
-  key data)}.
+* ``meta``: JSON {step, key (root PRNG key data)};
+* ``data``: each process's input-iterator position, `process_<i>-of-<n>.json`
+  (grain's checkpoint handler).
 
 Orbax writes each step to a temporary directory and renames it when complete,
 so a run killed mid-save leaves the previous checkpoint intact. Anything that
@@ -14,14 +15,17 @@ cannot be read back raises `CheckpointError` naming the path and the step.
 from __future__ import annotations
 
 import json
-import os
 from typing import Any, Optional
 
+import grain
 import jax
 import ml_collections
 import orbax.checkpoint as ocp
 
+from hycas_jax import files
+
 CONFIG_FILE = "config.json"
+DATA_ITEM = "data"  # the grain iterator's position, a file per process
 
 
 class CheckpointError(RuntimeError):
@@ -57,12 +61,11 @@ def save_config(workdir: str, config: ml_collections.ConfigDict) -> None:
     what it computes (resuming would silently mix two experiments), naming the fields;
     the device mesh, the step count and the logging cadence may change, and the file
     is then updated to the new values."""
-    os.makedirs(workdir, exist_ok=True)
-    path = os.path.join(workdir, CONFIG_FILE)
+    files.path(workdir).mkdir(parents=True, exist_ok=True)
+    path = files.path(workdir) / CONFIG_FILE
     text = config.to_json_best_effort(indent=2, sort_keys=True)
-    if os.path.exists(path):
-        with open(path) as f:
-            old = f.read()
+    if path.exists():
+        old = path.read_text()
         differ = config_differences(json.loads(old), json.loads(text))
         if differ:
             shown = ", ".join(differ[:5]) + (f" and {len(differ) - 5} more" if len(differ) > 5 else "")
@@ -71,19 +74,15 @@ def save_config(workdir: str, config: ml_collections.ConfigDict) -> None:
                 "--workdir, or delete the workdir to start over")
         if old == text:
             return
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-        f.write(text)
-    os.replace(tmp, path)
+    files.replace_bytes(path, text.encode())
 
 
 def load_config(workdir: str) -> ml_collections.ConfigDict:
-    path = os.path.join(workdir, CONFIG_FILE)
-    if not os.path.exists(path):
-        raise CheckpointError(f"no training run in {workdir!r}: {path} is missing")
+    path = files.path(workdir) / CONFIG_FILE
+    if not path.exists():
+        raise CheckpointError(f"no training run in {str(workdir)!r}: {path} is missing")
     try:
-        with open(path) as f:
-            return ml_collections.ConfigDict(json.load(f))
+        return ml_collections.ConfigDict(json.loads(path.read_text()))
     except (json.JSONDecodeError, ValueError) as e:
         raise CheckpointError(f"{path} is not a valid config file: {e}") from e
 
@@ -109,8 +108,9 @@ class Checkpointer:
     """Thin layer over orbax's CheckpointManager for one workdir."""
 
     def __init__(self, workdir: str, *, max_to_keep: int = 3, create: bool = True):
-        self.directory = os.path.abspath(os.path.join(workdir, "checkpoints"))
-        if not create and not os.path.isdir(self.directory):
+        self.directory = str(files.path(workdir).resolve() / "checkpoints"
+                             if files.is_local(workdir) else files.path(workdir) / "checkpoints")
+        if not create and not files.path(self.directory).is_dir():
             raise CheckpointError(f"no checkpoint directory {self.directory}")
         self.manager = ocp.CheckpointManager(
             self.directory, options=ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=create))
@@ -118,9 +118,14 @@ class Checkpointer:
     def latest_step(self) -> Optional[int]:
         return self.manager.latest_step()
 
-    def save(self, step: int, state: Any, meta: dict) -> None:
-        self.manager.save(step, args=ocp.args.Composite(
-            state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(dict(meta, step=step))))
+    def save(self, step: int, state: Any, meta: dict, iterator=None) -> None:
+        """Saves `state`, the JSON `meta` and, if given, the grain `iterator`'s position
+        (one file per process: each process reads its own shard of the data)."""
+        items = dict(state=ocp.args.StandardSave(state),
+                     meta=ocp.args.JsonSave(dict(meta, step=step)))
+        if iterator is not None:
+            items[DATA_ITEM] = grain.checkpoint.CheckpointSave(iterator)
+        self.manager.save(step, args=ocp.args.Composite(**items))
 
     def wait(self) -> None:
         self.manager.wait_until_finished()
@@ -144,14 +149,16 @@ class Checkpointer:
                     if intact else "; no earlier step is intact")
             raise CheckpointError(f"{e}{hint}") from e.__cause__
 
-    def restore_newest_intact(self, target: Any) -> tuple[Optional[int], Any, dict, list]:
+    def restore_newest_intact(self, target: Any, iterator=None
+                              ) -> tuple[Optional[int], Any, dict, list]:
         """(step, state, meta, corrupt steps skipped) of the newest checkpoint that reads
-        back; step None (and `target`, {}) when there is none at all. Nothing is deleted."""
+        back, with `iterator` (if given) set to that step's position of this process;
+        step None (and `target`, {}) when there is none at all. Nothing is deleted."""
         steps = sorted(self.manager.all_steps(), reverse=True)
         newest_error = None
         for i, step in enumerate(steps):
             try:
-                state, meta = self._read(target, step)
+                state, meta = self._read(target, step, iterator)
             except CheckpointError as e:
                 newest_error = newest_error or e
                 continue
@@ -163,20 +170,21 @@ class Checkpointer:
     def set_aside(self, step: int) -> str:
         """Moves an unreadable step out of orbax's way (a resumed run saves that step
         again) into `<workdir>/corrupt_checkpoints/`, keeping its files; returns where."""
-        source = os.path.join(self.directory, str(step))
-        target = os.path.join(os.path.dirname(self.directory), "corrupt_checkpoints", str(step))
+        source = files.path(self.directory) / str(step)
+        aside = files.path(self.directory).parent / "corrupt_checkpoints"
+        target = aside / str(step)
         if jax.process_index() == 0:
-            os.makedirs(os.path.dirname(target), exist_ok=True)
+            aside.mkdir(parents=True, exist_ok=True)
             suffix = 0
-            while os.path.exists(target + (f".{suffix}" if suffix else "")):
+            while target.exists():
                 suffix += 1
-            target += f".{suffix}" if suffix else ""
-            os.replace(source, target)
+                target = aside / f"{step}.{suffix}"
+            source.rename(target)
         if jax.process_count() > 1:
             from jax.experimental import multihost_utils
             multihost_utils.sync_global_devices(f"hycas_jax set_aside {step}")
         self.manager.reload()
-        return target
+        return str(target)
 
     def _newest_intact(self, target, *, below: int) -> Optional[tuple[int, Any, dict]]:
         for step in sorted((s for s in self.manager.all_steps() if s < below), reverse=True):
@@ -186,16 +194,22 @@ class Checkpointer:
                 continue
         return None
 
-    def _read(self, target: Any, step: int) -> tuple[Any, dict]:
+    def _read(self, target: Any, step: int, iterator=None) -> tuple[Any, dict]:
         abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, target)
+        items = dict(state=ocp.args.StandardRestore(abstract), meta=ocp.args.JsonRestore())
+        # Checkpoints before per-process iterator files kept process 0's position in meta.
+        per_process = (files.path(self.directory) / str(step) / DATA_ITEM).is_dir()
+        if iterator is not None and per_process:
+            items[DATA_ITEM] = grain.checkpoint.CheckpointRestore(iterator)
         try:
-            out = self.manager.restore(step, args=ocp.args.Composite(
-                state=ocp.args.StandardRestore(abstract), meta=ocp.args.JsonRestore()))
+            out = self.manager.restore(step, args=ocp.args.Composite(**items))
         except Exception as e:  # orbax raises many types (and pages of spec) for unreadable data
             first = " ".join(str(e).split())[:160]
             raise CheckpointError(
                 f"checkpoint step {step} in {self.directory} is corrupt or does not match "
                 f"the model of config.json ({type(e).__name__}: {first})") from e
+        if iterator is not None and not per_process:
+            iterator.set_state(out.meta["data"])
         return out.state, out.meta
 
     def close(self) -> None:

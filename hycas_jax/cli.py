@@ -19,9 +19,9 @@ import ml_collections
 from absl import flags
 from ml_collections import config_flags
 
-from hycas_jax import checkpointing, compilation_cache, distributed
+from hycas_jax import checkpointing, compilation_cache, distributed, runlock
 
-USER_ERRORS = (checkpointing.CheckpointError, ValueError, FileNotFoundError)
+USER_ERRORS = (checkpointing.CheckpointError, runlock.BusyError, ValueError, FileNotFoundError)
 _QUOTES = "'\""
 
 

@@ -112,3 +112,19 @@ def check_divisible(batch_size: int, mesh: Mesh, what: str = "batch_size") -> No
     if batch_size % parts:
         raise ValueError(f"{what} {batch_size} must be a multiple of {parts} (data axis "
                          f"{mesh.shape[DATA]}, {jax.process_count()} processes)")
+
+
+def local_model(model):
+    """A model whose arrays are global (replicated over a multi-process mesh) -> the same
+    model on this process's first device, for host-side work (freezing, bounds)."""
+    from flax import nnx
+    graphdef, state = nnx.split(model)
+    return nnx.merge(graphdef, local_copy(state))
+
+
+def from_process_zero(tree):
+    """Process 0's value of a pytree of numpy arrays, on every process (identity on one)."""
+    if jax.process_count() == 1:
+        return tree
+    from jax.experimental import multihost_utils
+    return multihost_utils.broadcast_one_to_all(tree)

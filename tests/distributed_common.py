@@ -9,6 +9,9 @@ from tiny_config import get_config
 
 NUM_STEPS = 3
 CERTIFY = dict(n0=20, n=200, alpha=1e-3, batch_size=16)  # 13 chunks: uneven over the devices
+CERTIFY_RUN = dict(n0=20, n=200, batch_size=16, margin_samples=48, max_examples=3)
+ATTACK_RUN = dict(eps_list=[0.0, 0.1], n_iter=2, eot_iter=1, max_examples=4, batch_size=4,
+                  attacks=("apgd-ce",), rules=("single",), repeats=2)
 
 
 def config(mesh_data: int = -1):

@@ -12,7 +12,8 @@ of CPU devices is fixed when JAX starts:
     python distributed_worker.py process OUT WORKDIR ADDRESS NUM_PROCESSES PROCESS_ID
         one of several processes (2 CPU devices each) joined by jax.distributed:
         trains on their common mesh, restores the model replicated and
-        certifies across all devices; process 0 writes OUT.
+        certifies across all devices; runs certify_workdir and attack_workdir
+        (certify.py's and attack.py's work); process 0 writes OUT.
 Each writes its results to OUT (.npz).
 """
 import os
@@ -34,6 +35,7 @@ import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
 from hycas_jax import smoothing, training  # noqa: E402
+from hycas_jax.evaluation import attack_workdir, certify_workdir  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import distributed_common as common  # noqa: E402
@@ -89,6 +91,12 @@ def process_mode(out_path, workdir, *start_up):
     mesh = distributed.make_mesh({"data": -1, "model": 1})
     model, _, _ = training.restore_model(workdir, mesh=mesh)
     result = {**common.certify_workdir(workdir, mesh), **common.leaves(model)}
+    # certify.py's and attack.py's runs: samples over both processes' devices, one log.
+    summary = certify_workdir(workdir, out_dir=os.path.join(workdir, "cert"), progress=False,
+                              **common.CERTIFY_RUN)
+    assert (summary is None) == (jax.process_index() != 0)
+    attack = attack_workdir(workdir, progress=False, quiet=True, **common.ATTACK_RUN)
+    assert (attack is None) == (jax.process_index() != 0)
     if jax.process_index() == 0:
         np.savez(out_path, **result)
 

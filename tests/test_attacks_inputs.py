@@ -33,10 +33,10 @@ def _apgd(**changes):
     ({"y": np.array([0, -1, 2])}, r"labels must lie in \[0, 5\)"),
     ({"y": np.array([0, 1])}, r"y must have shape \(3,\)"),
     ({"y": np.array([0.0, 1.0, 2.0])}, "integer labels"),
-    ({"x": X + 0.6}, r"x must lie in \[0, 1\]"),
-    ({"x": X - 0.6}, r"x must lie in \[0, 1\]"),
+    ({"x": X + 0.6}, r"x must be raw pixels in \[0, 1\]"),
+    ({"x": X - 0.6}, r"x must be raw pixels in \[0, 1\]"),
     ({"x": np.where(X > 0, np.nan, X)}, "NaN"),
-    ({"x": X.reshape(3, 16)}, "rank-4"),
+    ({"x": X.reshape(3, 16)}, r"x must be NHWC \(B, H, W, C\)"),
     ({"eot_iter": 0}, "eot_iter must be an integer >= 1"),
     ({"n_iter": 0}, "n_iter must be an integer >= 1"),
     ({"n_restarts": 0}, "n_restarts must be an integer >= 1"),
@@ -67,7 +67,7 @@ def test_other_entry_points_reject_bad_input():
         square_linf(_linear, PARAMS, X, Y, KEY, eps=0.1, n_queries=0)
     with pytest.raises(ValueError, match="unknown version"):
         autoattack(_linear, PARAMS, X, Y, KEY, eps=0.1, version="plus")
-    with pytest.raises(ValueError, match=r"x must lie in \[0, 1\]"):
+    with pytest.raises(ValueError, match=r"x must be raw pixels in \[0, 1\]"):
         autoattack(_linear, PARAMS, X * 3, Y, KEY, eps=0.1)
     with pytest.raises(ValueError, match="unknown rule"):
         score(_linear, PARAMS, X, Y, KEY, rule="median")

@@ -4,6 +4,7 @@ This pytest process has one CPU device; runs on 8 simulated devices or on 2
 processes happen in subprocesses (tests/distributed_worker.py), whose results
 are compared with one-device runs.
 """
+import json
 import os
 import subprocess
 import sys
@@ -15,6 +16,7 @@ import portpicker
 import pytest
 
 from hycas_jax import data, distributed, smoothing, training
+from hycas_jax.evaluation import attack_workdir, certify_workdir
 from hycas_jax.training import loop
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -142,6 +144,20 @@ def test_two_processes_train_and_certify_like_one(tmp_path):
         np.testing.assert_allclose(res.pop(name), value, rtol=1e-4, atol=1e-5, err_msg=name)
     # The same checkpoint certified on this single device gives the same numbers.
     _assert_same_certification(res, common.certify_workdir(str(workdir)))
+    # certify.py's run over both processes: the rows of a one-process run, written once.
+    one = tmp_path / "one"
+    certify_workdir(str(workdir), out_dir=str(one), progress=False, **common.CERTIFY_RUN)
+    two_log = (workdir / "cert" / "certify_sigma0.25.tsv").read_text().splitlines()
+    one_log = (one / "certify_sigma0.25.tsv").read_text().splitlines()
+    assert len(two_log) == len(one_log) == 4
+    untimed = lambda lines: [[c for i, c in enumerate(line.split("\t")) if i != 5 and i < 9]
+                             for line in lines]  # time (col 5) and float32 margin sums aside
+    assert untimed(two_log) == untimed(one_log)
+    # attack.py's run: process 0 attacks and writes, the other waits; the numbers of one.
+    two_attack = json.loads((workdir / "attack" / "attack_summary.json").read_text())
+    one_attack = attack_workdir(str(workdir), out_dir=str(tmp_path / "attack1"), progress=False,
+                                quiet=True, **common.ATTACK_RUN)
+    assert two_attack["table"] == one_attack["table"]
     assert os.path.exists(workdir / "metrics.jsonl")
     lines = open(workdir / "metrics.jsonl").read().splitlines()
     assert len(lines) == 2, "only process 0 writes metrics (one log step, one final line)"

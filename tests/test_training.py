@@ -205,3 +205,43 @@ def test_a_bad_config_writes_nothing_so_the_fixed_command_can_run(tmp_path):
     with pytest.raises(ValueError, match="unknown model kind"):
         training.train(config, str(workdir), progress=False)
     assert not workdir.exists()
+
+
+def test_checkpoints_keep_each_process_iterator_position_and_read_the_old_layout(tmp_path):
+    from hycas_jax import data
+    config = tiny_config.get_config()
+    make = lambda: data.train_iterator(config.dataset.name, batch_size=8, seed=0)  # noqa: E731
+    it = make()
+    for _ in range(3):
+        next(it)
+    want = next(_advanced(make, 4))["label"]
+    target = {"x": np.zeros(2, np.float32)}
+    for name, save in (("new", lambda c: c.save(1, target, {}, iterator=it)),
+                       ("old", lambda c: c.save(1, target, {"data": it.get_state()}))):
+        ckpt = checkpointing.Checkpointer(str(tmp_path / name))
+        save(ckpt)
+        ckpt.wait()
+        fresh = make()
+        step, _, _, _ = ckpt.restore_newest_intact(target, iterator=fresh)
+        ckpt.close()
+        assert step == 1
+        np.testing.assert_array_equal(next(fresh)["label"], want, err_msg=name)
+    assert os.path.exists(tmp_path / "new" / "checkpoints" / "1" / "data" / "process_0-of-1.json")
+
+
+def _advanced(make, n):
+    it = make()
+    for _ in range(n - 1):
+        next(it)
+    return it
+
+
+def test_a_second_uncoordinated_run_on_the_workdir_is_refused(tmp_path):
+    from hycas_jax import runlock
+    workdir = tmp_path / "w"
+    workdir.mkdir()
+    lock = str(workdir / training.loop.LOCK_FILE)
+    with runlock.exclusive(lock, "w"):  # another run holds it (flock: per open file)
+        with pytest.raises(runlock.BusyError, match=r"workdir .* is in use by another run \(pid"):
+            training.train(tiny_config.get_config(), str(workdir), progress=False)
+    assert not (workdir / "config.json").exists()

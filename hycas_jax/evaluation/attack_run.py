@@ -37,7 +37,7 @@ import jax
 import numpy as np
 from tqdm.auto import tqdm
 
-from hycas_jax import data, functional, inference, rng, training
+from hycas_jax import data, distributed, functional, inference, rng, runlock, training
 from hycas_jax.attacks import apgd, autoattack, scoring, validation
 from hycas_jax.evaluation import attack_report
 
@@ -229,9 +229,33 @@ def attack_workdir(workdir, *, eps_list=None, norm=None, n_iter=None, eot_iter=N
     this machine). Raises ValueError for bad options and
     `hycas_jax.checkpointing.CheckpointError` for a missing or corrupt
     checkpoint. The summary's `units_run` counts the units this call computed.
+
+    Under jax.distributed, process 0 does the work on its own devices and writes;
+    the other processes check the same options, then wait for it and return None.
     """
     check_options(eps_list=eps_list, norm=norm, attacks=attacks, rules=rules)
-    model, config, step = training.restore_model(workdir, step)
+    options = dict(eps_list=eps_list, norm=norm, n_iter=n_iter, eot_iter=eot_iter,
+                   attacks=attacks, rules=rules, max_examples=max_examples,
+                   batch_size=batch_size, vote_samples=vote_samples, vote_sigma=vote_sigma,
+                   repeats=repeats, seed=seed, out_dir=out_dir, progress=progress,
+                   quiet=quiet, stride=stride, data_dir=data_dir)
+    # Every process reads the checkpoint (orbax coordinates the processes' reads).
+    mesh = distributed.make_mesh({"data": -1}) if jax.process_count() > 1 else None
+    model, config, step = training.restore_model(workdir, step, mesh=mesh)
+    try:
+        if jax.process_index() != 0:
+            return None
+        model = model if mesh is None else distributed.local_model(model)
+        return _attack_workdir(workdir, model, config, step, **options)
+    finally:
+        if jax.process_count() > 1:
+            from jax.experimental import multihost_utils
+            multihost_utils.sync_global_devices("hycas_jax attack_workdir done")
+
+
+def _attack_workdir(workdir, model, config, step: int, *, eps_list, norm, n_iter, eot_iter,
+                    attacks, rules, max_examples, batch_size, vote_samples, vote_sigma, repeats,
+                    seed, out_dir, progress, quiet, stride, data_dir) -> dict:
     s = _settings(config, step, eps=eps_list, norm=norm, n_iter=n_iter, eot_iter=eot_iter,
                   max_examples=max_examples, batch_size=batch_size, vote_samples=vote_samples,
                   vote_sigma=vote_sigma, repeats=repeats, seed=seed)
@@ -252,19 +276,28 @@ def attack_workdir(workdir, *, eps_list=None, norm=None, n_iter=None, eot_iter=N
     targets = {rule: base if rule == "single" else vote for rule in rules}
     out = Path(out_dir or Path(workdir) / "attack")
     out.mkdir(parents=True, exist_ok=True)
-    log = _Log(out / LOG_FILE)
-    batches = data.eval_batches(config.dataset.name, "test", batch_size=s["batch_size"],
-                                max_examples=s["max_examples"], stride=s["stride"],
-                                **data_kwargs)
-    n_batches = -(-s["max_examples"] // s["batch_size"])
-    records = []
-    with tqdm(total=n_batches * len(_units({}, attacks, s["eps"], rules)), desc="attack",
-              disable=not progress, dynamic_ncols=True) as bar:
-        for batch in batches:
-            records += _batch_units(batch, model_fn, params, targets, log, bar, s, attacks)
+    with runlock.exclusive(str(out / f".{LOG_FILE}.lock"), f"attack log {out / LOG_FILE}"):
+        log = _Log(out / LOG_FILE)
+        records = _attack_batches(config, s, log, model_fn, params, targets, attacks, rules,
+                                  data_kwargs, progress)
     summary = attack_report.summarize(records, s, model_stochastic=model.stochastic,
                                       workdir=str(workdir))
     attack_report.write(out, summary)
     if not quiet:
         print(summary["table"])
     return summary
+
+
+def _attack_batches(config, s, log, model_fn, params, targets, attacks, rules, data_kwargs,
+                    progress) -> list:
+    """The records of every (batch, attack, eps, rule) unit, computed or read from the log."""
+    batches = data.eval_batches(config.dataset.name, "test", batch_size=s["batch_size"],
+                                max_examples=s["max_examples"], stride=s["stride"],
+                                process_index=0, process_count=1, **data_kwargs)
+    n_batches = -(-s["max_examples"] // s["batch_size"])
+    records = []
+    with tqdm(total=n_batches * len(_units({}, attacks, s["eps"], rules)), desc="attack",
+              disable=not progress, dynamic_ncols=True) as bar:
+        for batch in batches:
+            records += _batch_units(batch, model_fn, params, targets, log, bar, s, attacks)
+    return records

@@ -35,7 +35,7 @@ from flax import nnx
 from tqdm.auto import tqdm
 
 from hycas_jax import (certificates, certify_report, checkpointing, data, dct, distributed,
-                       inference, lipschitz, smoothing, training)
+                       inference, lipschitz, runlock, smoothing, training)
 
 RS_COLUMNS = ("pA", "count")
 MARGIN_COLUMNS = ("margin_predict", "margin_radius", "margin_lower", "margin_time")
@@ -128,18 +128,18 @@ def _logits_fn(graphdef):
 class _Certifier:
     """Certifies one image at a time with the key `fold_in(root, idx)`.
 
-    With several local devices each image's Monte Carlo samples are spread over
-    all of them; the counts, and so every row, equal the one-device run's.
+    With a mesh each image's Monte Carlo samples are spread over all its devices
+    (of every process); the counts, and so every row, equal the one-device run's.
     """
 
-    def __init__(self, model, settings: dict, num_classes: int):
-        graphdef, self.params = nnx.split(model)
+    def __init__(self, model, settings: dict, num_classes: int, mesh=None):
+        graphdef, params = nnx.split(model)
         self.logits_fn = _logits_fn(graphdef)
-        self.s, self.num_classes = settings, num_classes
+        self.params = params if mesh is None else distributed.replicate(params, mesh)
+        self.s, self.num_classes, self.mesh = settings, num_classes, mesh
         # A deterministic network's margin certificate needs one exact pass.
         self.stochastic = bool(getattr(model, "stochastic", True))
         self.root = jax.random.key(settings["seed"])
-        self.mesh = distributed.make_mesh({"data": -1}) if jax.device_count() > 1 else None
 
     def __call__(self, idx: int, x: np.ndarray, label: int) -> dict:
         s = self.s
@@ -187,7 +187,9 @@ def certify_workdir(workdir, *, out_dir=None, step: int | None = None,
     certificates); None keeps the model's ("einsum"). Returns the summary (also written as JSON).
     Raises `CheckpointError` for a missing/corrupt workdir or checkpoint and
     ValueError for bad settings or a data set that does not match the config;
-    both before any file is written.
+    both before any file is written. Under jax.distributed every process runs it
+    (each image's samples spread over all devices); process 0 alone writes and gets
+    the summary, the others None.
     """
     # The config alone first, so bad settings fail before the slow checkpoint restore.
     settings = resolve_settings(
@@ -196,7 +198,14 @@ def certify_workdir(workdir, *, out_dir=None, step: int | None = None,
         margin=margin, margin_samples=margin_samples, logit_bound=logit_bound, seed=seed)
     if lowpass_form is not None:  # before the slow restore
         dct.check_lowpass_form(lowpass_form)
-    model, config, settings["step"] = training.restore_model(str(workdir), step)
+    # Every device of every process shares each image's samples; host-side work (freeze,
+    # bound) uses this process's own copy of the weights.
+    mesh = distributed.make_mesh({"data": -1}) if jax.device_count() > 1 else None
+    multi = jax.process_count() > 1
+    model, config, settings["step"] = training.restore_model(str(workdir), step,
+                                                             mesh=mesh if multi else None)
+    if multi:
+        model = distributed.local_model(model)
     if data_dir:
         config.dataset.data_dir = data_dir
     # Derived weights once (hycas_jax.inference); the bound is of the arrays certified.
@@ -211,25 +220,38 @@ def certify_workdir(workdir, *, out_dir=None, step: int | None = None,
     planned = planned_indices(len(source), settings["skip"], settings["max_examples"])
     paths = output_paths(out_dir or workdir, settings["sigma"])
     _check_resumable(paths, settings)
-    paths["log"].parent.mkdir(parents=True, exist_ok=True)
-    paths["summary"].write_text(json.dumps({"settings": settings}, indent=2))
-    extra = RS_COLUMNS + (MARGIN_COLUMNS if settings["margin"] else ())
-    log = certify_report.CertifyLog(paths["log"], extra)
-    todo = set(planned.tolist()) - log.finished
-    _run(log, _Certifier(model, settings, config.model.num_classes),
-         _images(config, planned, todo), total=len(planned),
-         done=len(planned) - len(todo), progress=progress)
-    return _summarize(paths, settings, planned, workdir)
+    lock = paths["log"].parent / f".{paths['log'].name}.lock"
+    with runlock.exclusive(str(lock), f"certification log {paths['log']}"):
+        log, todo = _open_log(paths, settings, planned)
+        _run(log, _Certifier(model, settings, config.model.num_classes, mesh),
+             _images(config, planned, todo), total=len(planned),
+             done=len(planned) - len(todo), progress=progress)
+        return _summarize(paths, settings, planned, workdir) if log is not None else None
+
+
+def _open_log(paths: dict, settings: dict, planned: np.ndarray):
+    """-> (the log, or None off process 0; the planned indices not yet in it). Only
+    process 0 writes; every process gets its list of images to certify."""
+    log, todo = None, np.ones(len(planned), bool)
+    if jax.process_index() == 0:
+        paths["log"].parent.mkdir(parents=True, exist_ok=True)
+        paths["summary"].write_text(json.dumps({"settings": settings}, indent=2))
+        extra = RS_COLUMNS + (MARGIN_COLUMNS if settings["margin"] else ())
+        log = certify_report.CertifyLog(paths["log"], extra)
+        todo = ~np.isin(planned, np.array(sorted(log.finished), np.int64))
+    todo = distributed.from_process_zero(todo)
+    return log, set(planned[np.asarray(todo)].tolist())
 
 
 def _run(log, certifier, images, *, total: int, done: int, progress: bool) -> None:
     """Certifies and logs each image; the bar shows the fraction certified correct."""
     correct = 0
-    with tqdm(total=total, initial=done, desc="certify", unit="img", disable=not progress,
-              dynamic_ncols=True) as bar:
+    with tqdm(total=total, initial=done, desc="certify", unit="img", dynamic_ncols=True,
+              disable=not progress or log is None) as bar:
         for count, (idx, x, label) in enumerate(images, start=1):
             row = certifier(idx, x, label)
-            log.append(**row)
+            if log is not None:
+                log.append(**row)
             correct += row["correct"]
             bar.set_postfix(idx=idx, certified_correct=f"{correct / count:.2f}")
             bar.update(1)

@@ -23,10 +23,13 @@ from absl import logging
 from flax import nnx
 from tqdm.auto import tqdm
 
-from hycas_jax import checkpointing, data, distributed, lipschitz, models
+from hycas_jax import checkpointing, data, distributed, files, lipschitz, models, runlock
 from hycas_jax.training.metrics import MetricsWriter
 from hycas_jax.training.optim import make_optimizer, make_schedule
 from hycas_jax.training.step import make_eval_fn, make_train_step, split_model
+
+
+LOCK_FILE = ".train.lock"
 
 
 def _keys(seed: int):
@@ -118,7 +121,12 @@ def train(config, workdir: str, *, progress: bool = True) -> dict:
     # Checked before anything is written, so a fixed command can reuse the workdir.
     _dataset_info(config)
     models.validate(config.model)
-    os.makedirs(workdir, exist_ok=True)
+    files.path(workdir).mkdir(parents=True, exist_ok=True)
+    with runlock.exclusive(os.path.join(workdir, LOCK_FILE), f"workdir {workdir}"):
+        return _train(config, workdir, progress=progress)
+
+
+def _train(config, workdir: str, *, progress: bool) -> dict:
     if jax.process_index() == 0:
         checkpointing.save_config(workdir, config)
     tcfg = config.training
@@ -129,14 +137,11 @@ def train(config, workdir: str, *, progress: bool = True) -> dict:
     ckpt = checkpointing.Checkpointer(workdir, max_to_keep=tcfg.keep_checkpoints)
     it = data.train_iterator(config.dataset.name, batch_size=tcfg.batch_size, seed=tcfg.seed,
                              **_data_kwargs(config))
-    resumed, state, meta, corrupt = ckpt.restore_newest_intact(state)
+    resumed, state, _, corrupt = ckpt.restore_newest_intact(state, iterator=it)
     for bad in corrupt:  # nothing is deleted: the unreadable steps are moved aside
         logging.warning("checkpoint step %d in %s is corrupt; resuming from step %d instead "
                         "(its files moved to %s)", bad, ckpt.directory, resumed or 0,
                         ckpt.set_aside(bad))
-    if resumed is not None:
-        # Process 0's position serves all: every shard has consumed the same count.
-        it.set_state(meta["data"])
     step_fn = make_train_step(graphdef, tx, tcfg, mesh)
     eval_fn = make_eval_fn(graphdef, mesh)
     schedule = make_schedule(tcfg)
@@ -158,8 +163,8 @@ def train(config, workdir: str, *, progress: bool = True) -> dict:
             bar.set_postfix(loss=f"{metrics['loss']:.3f}", acc=f"{metrics['noisy_accuracy']:.2f}",
                             L=f"{metrics['lipschitz_bound']:.3g}")
         if done % tcfg.checkpoint_every == 0 or done == tcfg.num_steps:
-            ckpt.save(done, state, {"data": it.get_state(),
-                                    "key": np.asarray(jax.random.key_data(train_key)).tolist()})
+            ckpt.save(done, state, {"key": np.asarray(jax.random.key_data(train_key)).tolist()},
+                      iterator=it)
         bar.update(1)
     bar.close()
     ckpt.wait()
@@ -170,8 +175,8 @@ def train(config, workdir: str, *, progress: bool = True) -> dict:
     writer.write(final["step"], final, final=True)
     writer.close()
     if jax.process_index() == 0:
-        with open(os.path.join(workdir, "final_metrics.json"), "w") as f:
-            json.dump(final, f, indent=2)
+        files.replace_bytes(files.path(workdir) / "final_metrics.json",
+                            json.dumps(final, indent=2).encode())
     return final
 
 
