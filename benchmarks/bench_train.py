@@ -1,5 +1,5 @@
 """Training: images/s of a full step (forward, backward, Adam, power iteration),
-ours (`training.step.make_train_step`, jitted, state donated) vs the PyTorch
+ours (`training.train_step`, jitted, state donated) vs the PyTorch
 reference (autograd + torch.optim.Adam, NCHW and channels_last)."""
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import torch
 
 import common
 import torch_reference
-from hycas_jax.training.step import make_train_step
+from hycas_jax.training import train_step
 
 
 def throughput(name: str, *, batch: int, repeats: int) -> dict:
@@ -21,7 +21,7 @@ def throughput(name: str, *, batch: int, repeats: int) -> dict:
     x = common.images(config.model.image_shape, batch)
     y = np.random.default_rng(0).integers(0, config.model.num_classes, batch)
     jax_batch = {"image": jnp.asarray(x), "label": jnp.asarray(y, jnp.int32)}
-    step_fn, root_key = make_train_step(graphdef, tx, tcfg), jax.random.key(0)
+    step_fn, root_key = train_step(graphdef, tx, tcfg), jax.random.key(0)
     holder = {"state": state}
 
     def ours():

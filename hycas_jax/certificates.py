@@ -21,8 +21,8 @@ covers; so the margin certificate's Monte Carlo passes always run at
 Randomized smoothing certifies whatever classifier ran, at any precision.
 
 Hybrid numbers: `combine_same_classifier` merges certificates of
-one classifier; `hybrid_report` lists certificates of several classifiers,
-each row naming its classifier, with the failure probabilities added.
+one classifier; `certify_report.hybrid_report` lists certificates of several
+classifiers, each row naming its classifier, with the failure probabilities added.
 """
 from __future__ import annotations
 
@@ -33,7 +33,6 @@ import jax
 import numpy as np
 
 from hycas_jax import smoothing
-from hycas_jax.certify_report import DEFAULT_RADII, markdown_table
 
 MARGIN_PRECISION = "float32"  # jax.default_matmul_precision of the margin certificate's passes
 
@@ -197,7 +196,7 @@ def combine_same_classifier(certificates: Sequence[Certificate]) -> Certificate:
     names = {c.classifier for c in certificates}
     if len(names) != 1:
         raise ValueError(f"certificates name different classifiers {sorted(names)}; "
-                         "use hybrid_report to list them side by side")
+                         "use certify_report.hybrid_report to list them side by side")
     predictions = np.stack([c.prediction for c in certificates])
     valid = predictions >= 0
     # Abstainers take the class of some non-abstainer, so they never cause a disagreement.
@@ -207,24 +206,3 @@ def combine_same_classifier(certificates: Sequence[Certificate]) -> Certificate:
     return Certificate(names.pop(), " + ".join(c.method for c in certificates),
                        np.where(ok, claimed[0], -1), np.where(ok, radius, 0.0),
                        sum(c.alpha for c in certificates))
-
-
-def hybrid_report(certificates: Sequence[Certificate], labels, *,
-                  radii: Sequence[float] = DEFAULT_RADII, alpha_budget: float | None = None) -> str:
-    """Markdown table of certified accuracy, one row per certificate, naming its classifier.
-
-    The failure probabilities add; with `alpha_budget` (e.g. 1e-3 split as
-    5e-4 + 5e-4) a total above the budget is a ValueError.
-    """
-    total = sum(c.alpha for c in certificates)
-    if alpha_budget is not None and total > alpha_budget * (1.0 + 1e-12):
-        raise ValueError(f"alpha_budget {alpha_budget} is exceeded: the certificates' "
-                         f"alphas add up to {total}; split it among them")
-    table = markdown_table({f"{c.method} of [{c.classifier}], alpha = {c.alpha:g}":
-                            (c.prediction, labels, c.radius) for c in certificates}, radii)
-    note = f"All rows hold together with probability >= 1 - {total:g} per image."
-    distinct = len({c.classifier for c in certificates})
-    if distinct > 1:
-        note += (f" The rows certify {distinct} different classifiers; each number is a "
-                 "certificate of the classifier its row names only.")
-    return f"{table}\n\n{note}"

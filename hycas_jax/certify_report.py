@@ -178,3 +178,25 @@ def plot_certified_accuracy(curves: Mapping[str, Curve], path, *,
     axes.legend()
     figure.tight_layout()
     FigureCanvasAgg(figure).print_png(str(path))
+
+
+def hybrid_report(certificates: Sequence, labels, *,
+                  radii: Sequence[float] = DEFAULT_RADII, alpha_budget: float | None = None) -> str:
+    """Markdown table of certified accuracy, one row per `certificates.Certificate`,
+    naming its classifier.
+
+    The failure probabilities add; with `alpha_budget` (e.g. 1e-3 split as
+    5e-4 + 5e-4) a total above the budget is a ValueError.
+    """
+    total = sum(c.alpha for c in certificates)
+    if alpha_budget is not None and total > alpha_budget * (1.0 + 1e-12):
+        raise ValueError(f"alpha_budget {alpha_budget} is exceeded: the certificates' "
+                         f"alphas add up to {total}; split it among them")
+    table = markdown_table({f"{c.method} of [{c.classifier}], alpha = {c.alpha:g}":
+                            (c.prediction, labels, c.radius) for c in certificates}, radii)
+    note = f"All rows hold together with probability >= 1 - {total:g} per image."
+    distinct = len({c.classifier for c in certificates})
+    if distinct > 1:
+        note += (f" The rows certify {distinct} different classifiers; each number is a "
+                 "certificate of the classifier its row names only.")
+    return f"{table}\n\n{note}"

@@ -10,7 +10,7 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 from scipy import stats  # noqa: E402
 
-from hycas_jax import certificates, smoothing  # noqa: E402
+from hycas_jax import certificates, certify_report, smoothing  # noqa: E402
 
 SHAPE = (4, 4, 1)
 NUM_CLASSES = 3
@@ -149,12 +149,12 @@ def test_hybrid_report_names_classifiers_and_splits_alpha():
     labels = np.array([1, 1])
     rows = [cert("smoothed g", [1, 1], [0.5, 0.0], method="randomized smoothing"),
             cert("expected logits Z", [1, -1], [0.3, 0.0], method="Lipschitz margin")]
-    text = certificates.hybrid_report(rows, labels, radii=(0.0, 0.25), alpha_budget=1e-3)
+    text = certify_report.hybrid_report(rows, labels, radii=(0.0, 0.25), alpha_budget=1e-3)
     assert "randomized smoothing of [smoothed g], alpha = 0.0005 | 100.0 | 50.0 |" in text
     assert "Lipschitz margin of [expected logits Z]" in text
     assert "1 - 0.001" in text and "2 different classifiers" in text
     with pytest.raises(ValueError, match="alpha_budget"):
-        certificates.hybrid_report(rows, labels, alpha_budget=5e-4)
+        certify_report.hybrid_report(rows, labels, alpha_budget=5e-4)
 
 
 def test_smoothing_and_margin_certificates_name_their_classifier():

@@ -1,7 +1,7 @@
 """certify_workdir and certify.py on one tiny trained workdir.
 
 Every run uses the same (n0, n, batch_size) and margin_samples = n, so the
-whole file compiles the Monte Carlo passes once (see certify_run._logits_fn).
+whole file compiles the Monte Carlo passes once (see hycas_jax.logits_fn_for).
 """
 import json
 import os
@@ -13,8 +13,8 @@ from pathlib import Path
 import jax
 import numpy as np
 import pytest
-from flax import nnx
 
+import hycas_jax
 from hycas_jax import certify_report, checkpointing, data, smoothing, training
 from hycas_jax.config import experiment
 from hycas_jax.evaluation import certify_run, certify_workdir
@@ -85,10 +85,10 @@ def test_end_to_end(workdir, tmp_path):
 def test_row_is_cohen_certify_with_the_image_key(workdir, fresh8):
     """Row idx = smoothing.certify of that image alone with fold_in(key(seed), idx)."""
     model, _, _ = training.restore_model(str(workdir))
-    graphdef, params = nnx.split(model)
+    logits_fn, params = hycas_jax.functional(model)
     image = next(iter(data.eval_batches("digits8x8", batch_size=8)))["image"][5:6]
     rs_key, _ = jax.random.split(jax.random.fold_in(jax.random.key(0), 5))
-    result = smoothing.certify(certify_run._logits_fn(graphdef), params, image, rs_key,
+    result = smoothing.certify(logits_fn, params, image, rs_key,
                                num_classes=10, sigma=0.25, n0=N0, n=N, alpha=1e-3,
                                batch_size=BATCH)
     assert result.radius[0] == fresh8["radius"][5]

@@ -118,7 +118,7 @@ def _reference_training():
     share, then process 1's (their devices' order in the mesh)."""
     config = common.config()
     graphdef, state, tx = loop.initial_state(config)
-    step = training.make_train_step(graphdef, tx, config.training)
+    step = training.train_step(graphdef, tx, config.training)
     iterators = [data.train_iterator(config.dataset.name, batch_size=config.training.batch_size,
                                      seed=config.training.seed, process_index=p, process_count=2)
                  for p in range(2)]

@@ -9,7 +9,6 @@ import jax
 import jax.numpy as jnp
 
 from hycas_jax.attacks import losses
-from hycas_jax.streams import reverse_mode_only
 
 
 def loss_and_grad(logits_fn, loss, eot_iter, params, x_adv, y, y_target, key):
@@ -37,6 +36,5 @@ def loss_and_grad(logits_fn, loss, eot_iter, params, x_adv, y, y_target, key):
         # Examples do not interact, so the gradient of the sum is per example.
         return per_example.sum(), (per_example, logits[0])
 
-    with reverse_mode_only():
-        (_, (value, logits)), grad = jax.value_and_grad(mean_loss, has_aux=True)(x_adv)
+    (_, (value, logits)), grad = jax.value_and_grad(mean_loss, has_aux=True)(x_adv)
     return value, grad, jnp.argmax(logits, axis=1) != y

@@ -270,7 +270,8 @@ def _attack_workdir(workdir, model, config, step: int, *, eps_list, norm, n_iter
     s["max_examples"] = min(s["max_examples"], -(-num_test // s["stride"]))
     s["batch_size"] = min(s["batch_size"], s["max_examples"])
     s["digest"], s["units_run"] = _digest(s), 0
-    model_fn, params = functional(inference.freeze(model))  # derived weights once
+    # Derived weights once; the model's fast reverse-mode gradients for the attacks.
+    model_fn, params = functional(inference.freeze(model), reverse_mode=True)
     base = make_target(model_fn, stochastic=model.stochastic)
     vote = make_target(model_fn, stochastic=model.stochastic, sigma=s["vote_sigma"])
     targets = {rule: base if rule == "single" else vote for rule in rules}

@@ -23,7 +23,6 @@ change the certified numbers (step, sigma, n0, n, alpha, ...) is refused.
 """
 from __future__ import annotations
 
-import functools
 import json
 import math
 import time
@@ -31,11 +30,10 @@ from pathlib import Path
 
 import jax
 import numpy as np
-from flax import nnx
 from tqdm.auto import tqdm
 
 from hycas_jax import (certificates, certify_report, checkpointing, data, dct, distributed,
-                       inference, lipschitz, runlock, smoothing, training)
+                       functional, inference, lipschitz, runlock, smoothing, training)
 
 RS_COLUMNS = ("pA", "count")
 MARGIN_COLUMNS = ("margin_predict", "margin_radius", "margin_lower", "margin_time")
@@ -112,19 +110,6 @@ def _images(config, planned: np.ndarray, todo: set[int]):
                 yield int(idx), batch["image"][i:i + 1], int(batch["label"][i])
 
 
-@functools.lru_cache(maxsize=16)
-def _logits_fn(graphdef):
-    """`hycas_jax.functional`'s logits_fn, one per architecture.
-
-    logits_fn is part of the jit cache key: sharing it between runs of equal
-    graphdefs (several steps, sigmas or workdirs in one process) reuses the
-    compiled Monte Carlo passes instead of recompiling them.
-    """
-    def logits_fn(params, x, key):
-        return nnx.merge(graphdef, params)(x, key)
-    return logits_fn
-
-
 class _Certifier:
     """Certifies one image at a time with the key `fold_in(root, idx)`.
 
@@ -133,8 +118,7 @@ class _Certifier:
     """
 
     def __init__(self, model, settings: dict, num_classes: int, mesh=None):
-        graphdef, params = nnx.split(model)
-        self.logits_fn = _logits_fn(graphdef)
+        self.logits_fn, params = functional(model)  # shared per architecture: compiled once
         self.params = params if mesh is None else distributed.replicate(params, mesh)
         self.s, self.num_classes, self.mesh = settings, num_classes, mesh
         # A deterministic network's margin certificate needs one exact pass.

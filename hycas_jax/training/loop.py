@@ -23,7 +23,10 @@ from absl import logging
 from flax import nnx
 from tqdm.auto import tqdm
 
-from hycas_jax import checkpointing, data, distributed, files, lipschitz, models, runlock
+from hycas_jax import (checkpointing, data, distributed, files, lipschitz, logits_fn_for, models,
+                       runlock)
+from hycas_jax.attacks.pgd import pgd_unchecked
+from hycas_jax.snc import power_iterate_all
 from hycas_jax.training.metrics import MetricsWriter
 from hycas_jax.training.optim import make_optimizer, make_schedule
 from hycas_jax.training.step import make_eval_fn, make_train_step, split_model
@@ -81,6 +84,37 @@ def model_from_state(graphdef, state) -> nnx.Module:
     return nnx.merge(graphdef, state["params"], state["rest"])
 
 
+def train_step(graphdef, tx, tcfg, mesh=None):
+    """`make_train_step` for a model of this library: its logits (fast reverse-mode
+    gradients), PGD when `tcfg.adversarial` is on, and the SNCs' power iteration."""
+    return make_train_step(logits_fn_for(graphdef, reverse_mode=True), tx, tcfg, mesh,
+                           perturb=_adversary(graphdef, tcfg.adversarial),
+                           refresh=_power_iteration(graphdef))
+
+
+def _power_iteration(graphdef):
+    """The step's refresh: one power iteration of every SNC (training's norm estimate)."""
+    def refresh(params, rest):
+        model = nnx.merge(graphdef, params, rest)
+        power_iterate_all(model)
+        _, params, rest = split_model(model)
+        return params, rest
+    return refresh
+
+
+def _adversary(graphdef, adv):
+    """PGD against the model as trained (adversarial training), or None."""
+    if not adv.enabled:
+        return None
+    logits_fn = logits_fn_for(graphdef)
+
+    def perturb(params, x, y, key):
+        return pgd_unchecked(params, x, y, key, jnp.float32(adv.eps), jnp.float32(adv.step_size),
+                             logits_fn=logits_fn, norm=adv.norm, loss="ce", n_iter=adv.steps,
+                             eot_iter=1, random_start=True).x_adv
+    return perturb
+
+
 def _lipschitz_bound(graphdef, state) -> float:
     return lipschitz.network_bound(model_from_state(graphdef, distributed.local_copy(state)))
 
@@ -100,7 +134,7 @@ def evaluate(config, graphdef, state, *, split="test", max_examples=None, seed=0
     share of every batch.
     """
     mesh = mesh or distributed.make_mesh({distributed.DATA: 1}, jax.devices()[:1])
-    correct_fn = make_eval_fn(graphdef, mesh)
+    correct_fn = make_eval_fn(logits_fn_for(graphdef), mesh)
     key = jax.random.key(seed)
     totals = {"clean": 0, "noisy": 0}
     count = 0
@@ -142,8 +176,8 @@ def _train(config, workdir: str, *, progress: bool) -> dict:
         logging.warning("checkpoint step %d in %s is corrupt; resuming from step %d instead "
                         "(its files moved to %s)", bad, ckpt.directory, resumed or 0,
                         ckpt.set_aside(bad))
-    step_fn = make_train_step(graphdef, tx, tcfg, mesh)
-    eval_fn = make_eval_fn(graphdef, mesh)
+    step_fn = train_step(graphdef, tx, tcfg, mesh)
+    eval_fn = make_eval_fn(logits_fn_for(graphdef), mesh)
     schedule = make_schedule(tcfg)
     start = int(state["step"])
     writer = MetricsWriter(workdir, start_step=start)
