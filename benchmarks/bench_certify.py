@@ -20,6 +20,7 @@ import bench_profile
 import common
 import torch_reference
 from hycas_jax import dct, freeze, functional, rng, smoothing
+from hycas_jax import stats as hstats
 from hycas_jax.streams import FDPAN
 
 MATMUL_SIZE = {"cpu": 2048, "gpu": 8192}  # big enough to reach the backend's peak
@@ -240,7 +241,7 @@ def torch_certify(reference, image, classes, *, n0, n, chunk, sigma, alpha) -> d
                                                     sigma=sigma, num_classes=classes)
     top = int(np.argmax(run(n0)))
     counts = run(n)
-    p_lower = float(smoothing.clopper_pearson_lower(counts[top], n, alpha))
+    p_lower = float(hstats.clopper_pearson_lower(counts[top], n, alpha))
     certified = p_lower >= 0.5
     return {"prediction": top if certified else -1,
             "radius": float(sigma * stats.norm.ppf(p_lower)) if certified else 0.0,

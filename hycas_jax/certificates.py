@@ -77,6 +77,19 @@ class Certificate(NamedTuple):
     alpha: float
 
 
+def smoothed_classifier(sigma: float) -> str:
+    """The name of the classifier randomized smoothing certifies (every table uses it)."""
+    return f"smoothed classifier g = majority vote of f(x + N(0, sigma^2)), sigma = {sigma!r}"
+
+
+def margin_classifier(logit_bound: float) -> str:
+    """The name of the classifier the margin certificate certifies (every table uses it);
+    `logit_bound` as rounded to float32, the clip really applied."""
+    b = float(np.float32(logit_bound))
+    return (f"expected-logit classifier argmax E_Omega[clip(f(x; Omega), -{b!r}, {b!r})], "
+            f"no input noise, {MARGIN_PRECISION} matmuls")
+
+
 def hoeffding_deviation(num: int, value_range: float, delta: float) -> float:
     """t with P[sample mean - mean >= t] <= delta (Hoeffding).
 
@@ -144,8 +157,7 @@ def margin_certify(logits_fn: smoothing.LogitsFn, params, x, key, *, num_classes
         prediction=np.where(certified, top, -1),
         radius=np.where(certified, margin_lower / (math.sqrt(2.0) * lipschitz), 0.0),
         paper_radius=paper_radius, margin_lower=margin_lower, logit_mean=mean,
-        classifier=f"argmax E_Omega[clip(f(x; Omega), -{bound!r}, {bound!r})], no input noise, "
-                   f"{MARGIN_PRECISION} matmuls",
+        classifier=margin_classifier(bound),
         paper_note=paper_note, alpha=alpha)
 
 
@@ -176,7 +188,7 @@ def _estimate(logits_fn, params, x, key, *, num_classes, bound, alpha, num_sampl
 def smoothing_certificate(result: smoothing.CertifyResult, *, sigma: float,
                           alpha: float) -> Certificate:
     """Names the classifier a `smoothing.certify` result certifies."""
-    return Certificate(f"smoothed majority vote g, sigma = {sigma!r}", "randomized smoothing",
+    return Certificate(smoothed_classifier(sigma), "randomized smoothing",
                        result.prediction, result.radius, alpha)
 
 

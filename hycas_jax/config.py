@@ -115,3 +115,15 @@ def cifar(dataset: str, sigma: float) -> ml_collections.ConfigDict:
     c.training.checkpoint_every = 2000
     c.training.log_every = 200
     return c
+
+
+def data_kwargs(config, *, data_dir=None) -> dict:
+    """The keywords of `hycas_jax.data.get_source` (and the pipelines) for an experiment's
+    data set: where it lives (`data_dir` overrides the config's), its family's options,
+    and the image shape and class count the model was built for, which every read
+    checks against the data."""
+    kwargs = dict(config.dataset.get("kwargs", {}) or {})
+    kwargs["data_dir"] = data_dir or config.dataset.get("data_dir") or None
+    kwargs["image_shape"] = tuple(config.model.image_shape)
+    kwargs["num_classes"] = config.model.num_classes
+    return kwargs

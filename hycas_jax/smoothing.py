@@ -31,9 +31,9 @@ from typing import Callable, NamedTuple
 import jax
 import jax.numpy as jnp
 import numpy as np
-from scipy import stats
+from scipy.stats import norm
 
-from hycas_jax import distributed, images, rng
+from hycas_jax import distributed, images, rng, stats
 
 LogitsFn = Callable[..., jax.Array]
 
@@ -314,26 +314,6 @@ def sample_counts(logits_fn: LogitsFn, params, x, key, *, num_classes: int, sigm
                         num=num, chunk_size=chunk_size, mesh=mesh).counts
 
 
-# ------------------------------------------------------------------ statistics
-
-def clopper_pearson_lower(k, n: int, alpha: float) -> np.ndarray:
-    """One-sided (1 - alpha) Clopper-Pearson lower bound on a binomial p.
-
-    k: int array of successes out of n trials. Returns float64, same shape;
-    0 where k = 0 (the beta quantile is undefined there).
-    """
-    k = np.asarray(k, np.float64)
-    with np.errstate(invalid="ignore"):
-        lower = stats.beta.ppf(alpha, k, n - k + 1)
-    return np.where(k > 0, lower, 0.0)
-
-
-def binomial_pvalue(top: np.ndarray, runner_up: np.ndarray) -> np.ndarray:
-    """Two-sided binomial test p-values of top ~ Binomial(top + runner_up, 1/2)."""
-    return np.array([stats.binomtest(int(a), int(a + b), 0.5).pvalue
-                     for a, b in zip(np.ravel(top), np.ravel(runner_up))], np.float64)
-
-
 # -------------------------------------------------------------- CERTIFY/PREDICT
 
 def _validate_run(x, num_classes, sigma, alpha, batch_size):
@@ -364,10 +344,10 @@ def certify(logits_fn: LogitsFn, params, x, key, *, num_classes: int, sigma: flo
                                     chunk_size=batch_size, mesh=mesh)
     counts_selection, counts = selection.counts, estimation.counts
     top = counts_selection.argmax(axis=1)
-    p_lower = clopper_pearson_lower(counts[np.arange(len(top)), top], n, alpha)
+    p_lower = stats.clopper_pearson_lower(counts[np.arange(len(top)), top], n, alpha)
     certified = p_lower >= 0.5
     with np.errstate(divide="ignore"):
-        radius = np.where(certified, sigma * stats.norm.ppf(p_lower), 0.0)
+        radius = np.where(certified, sigma * norm.ppf(p_lower), 0.0)
     return CertifyResult(np.where(certified, top, -1), radius, counts_selection, counts,
                          p_lower)
 
@@ -386,7 +366,6 @@ def predict(logits_fn: LogitsFn, params, x, key, *, num_classes: int, sigma: flo
     counts = _sample_stats(logits_fn, params, x, key, num_classes=num_classes, sigma=sigma,
                            num=validate_count(n, "n"), chunk_size=batch_size,
                            mesh=mesh).counts
-    order = np.argsort(-counts, axis=1, kind="stable")
-    rows = np.arange(len(counts))
-    pvalue = binomial_pvalue(counts[rows, order[:, 0]], counts[rows, order[:, 1]])
-    return PredictResult(np.where(pvalue > alpha, -1, order[:, 0]), counts, pvalue)
+    top, n_a, n_b = stats.top_two(counts)
+    pvalue = stats.binomial_pvalue(n_a, n_b)
+    return PredictResult(np.where(pvalue > alpha, -1, top), counts, pvalue)

@@ -161,3 +161,17 @@ def test_vote_robust_accuracy_at_least_certified_accuracy():
     assert 0 < certified.sum() and broken.sum() <= allowed
     assert adv["accuracy"] >= certified.mean() - allowed / len(y)
     assert adv["accuracy"] < clean["accuracy"]  # the attack has teeth on uncertified points
+
+
+def test_vote_scoring_is_predict_of_the_same_smoothed_classifier():
+    # One Monte Carlo vote count for the library: the 'vote' rule's votes, decisions
+    # and abstentions are exactly PREDICT's on the same key.
+    w = 2.0 * jax.random.normal(jax.random.key(0), (64, K))
+    x = jax.random.uniform(jax.random.key(1), (16, 8, 8, 1))
+    params = (w, -jnp.mean(x.reshape(16, -1) @ w, axis=0))
+    y = np.zeros(16, np.int32)
+    vote = score_vote(noisy_linear, params, x, y, jax.random.key(4), m=M, sigma=SIGMA)
+    pred = smoothing.predict(noisy_linear, params, x, jax.random.key(4), num_classes=K,
+                             sigma=SIGMA, n=M, alpha=1e-3, batch_size=M)
+    np.testing.assert_array_equal(np.where(vote["decided"], vote["prediction"], -1),
+                                  pred.prediction)

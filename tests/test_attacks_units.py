@@ -9,6 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 from scipy import stats
 
+from hycas_jax import stats as hstats
 from hycas_jax.attacks import apgd, autoattack, eot, losses, result, scoring
 
 apgd_module = sys.modules["hycas_jax.attacks.apgd"]
@@ -96,19 +97,18 @@ def test_checkpoint_halves_on_oscillation_or_stall_and_restarts_from_best():
 
 
 def test_clopper_pearson_matches_beta_quantiles_and_edges():
-    low, high = scoring.clopper_pearson(30, 100, 0.95)
+    low, high = hstats.clopper_pearson(30, 100, 0.95)
     assert math.isclose(low, stats.beta.ppf(0.025, 30, 71))
     assert math.isclose(high, stats.beta.ppf(0.975, 31, 70))
-    assert scoring.clopper_pearson(0, 10, 0.95)[0] == 0.0
-    assert scoring.clopper_pearson(10, 10, 0.95)[1] == 1.0
+    assert hstats.clopper_pearson(0, 10, 0.95)[0] == 0.0
+    assert hstats.clopper_pearson(10, 10, 0.95)[1] == 1.0
 
 
 def test_vote_decision_uses_a_two_sided_binomial_test():
     counts = np.array([[60, 40, 0], [90, 10, 0], [50, 50, 0], [0, 3, 97]])
-    np.testing.assert_array_equal(scoring._vote_decided(counts, alpha=0.001),
-                                  [False, True, False, True])
+    np.testing.assert_array_equal(hstats.vote_pvalue(counts) <= 0.001, [False, True, False, True])
     p_value = stats.binomtest(60, 100, 0.5).pvalue
-    assert scoring._vote_decided(counts[:1], alpha=p_value * 1.001)[0]
+    assert hstats.vote_pvalue(counts[:1])[0] <= p_value * 1.001
 
 
 def _keyed_linear(record):

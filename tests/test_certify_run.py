@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 import hycas_jax
-from hycas_jax import certify_report, checkpointing, data, smoothing, training
+from hycas_jax import certificates, certify_report, checkpointing, data, smoothing, training
 from hycas_jax.config import experiment
 from hycas_jax.evaluation import certify_run, certify_workdir
 
@@ -76,7 +76,7 @@ def test_end_to_end(workdir, tmp_path):
     assert np.all(log["margin_lower"][~certified] <= 0)
 
     assert summary["num_images"] == 3 and set(summary["certificates"]) >= {"RS", "margin"}
-    assert "smoothed classifier g, sigma = 0.25" in summary["table"]
+    assert certificates.smoothed_classifier(0.25) in summary["table"]
     assert f"L = {L:.6g}" in summary["table"] and "abstain" in summary["table"]
     assert json.loads((tmp_path / "certify_sigma0.25_summary.json").read_text()) == summary
     assert (tmp_path / "certify_sigma0.25.png").read_bytes()[:4] == b"\x89PNG"
@@ -211,7 +211,7 @@ def test_cli_certifies(workdir, tmp_path):
     proc = _cli("--workdir", workdir, "--out_dir", tmp_path, "--max", 2, "--n0", N0, "--n", N,
                 "--batch_size", BATCH, "--no-margin")
     assert proc.returncode == 0, proc.stderr
-    assert "| RS: smoothed classifier g, sigma = 0.25 |" in proc.stdout
+    assert f"| RS: {certificates.smoothed_classifier(0.25)} |" in proc.stdout
     assert tuple(_log(tmp_path)) == certify_report.COHEN_COLUMNS + certify_run.RS_COLUMNS
 
 

@@ -10,6 +10,7 @@ import pytest  # noqa: E402
 from scipy import stats  # noqa: E402
 
 from hycas_jax import smoothing  # noqa: E402
+from hycas_jax import stats as hstats  # noqa: E402
 
 SHAPE = (4, 4, 1)
 SIGMA = 0.25
@@ -173,23 +174,23 @@ def test_predict_clear_point_and_abstain_on_boundary():
 def test_clopper_pearson_solves_its_defining_equation():
     n, alpha = 200, 0.01
     k = np.array([1, 50, 150, 200])
-    lower = smoothing.clopper_pearson_lower(k, n, alpha)
+    lower = hstats.clopper_pearson_lower(k, n, alpha)
     # P[Binomial(n, lower) >= k] = alpha exactly at the bound.
     np.testing.assert_allclose(stats.binom.sf(k - 1, n, lower), alpha, rtol=1e-8)
-    assert smoothing.clopper_pearson_lower(np.array([0]), n, alpha)[0] == 0.0
+    assert hstats.clopper_pearson_lower(np.array([0]), n, alpha)[0] == 0.0
 
 
 @pytest.mark.parametrize("p_true", [0.5, 0.8, 0.97])
 def test_clopper_pearson_overconfidence_rate_at_most_alpha(p_true):
     n, alpha, trials = 60, 0.1, 20_000
     k = np.random.default_rng(11).binomial(n, p_true, size=trials)
-    failures = int(np.sum(smoothing.clopper_pearson_lower(k, n, alpha) > p_true))
+    failures = int(np.sum(hstats.clopper_pearson_lower(k, n, alpha) > p_true))
     # A one-sided binomial test that the failure rate exceeds alpha must not reject.
     assert stats.binomtest(failures, trials, alpha, alternative="greater").pvalue > 1e-3
 
 
 def test_binomial_pvalue_matches_scipy():
-    p = smoothing.binomial_pvalue(np.array([60, 10]), np.array([40, 10]))
+    p = hstats.binomial_pvalue(np.array([60, 10]), np.array([40, 10]))
     np.testing.assert_allclose(p, [stats.binomtest(60, 100).pvalue, 1.0])
 
 

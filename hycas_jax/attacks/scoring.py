@@ -16,12 +16,12 @@ import functools
 import jax
 import jax.numpy as jnp
 import numpy as np
-from scipy import stats
 
-from hycas_jax import images, rng
+from hycas_jax import images, smoothing, stats
 from hycas_jax.attacks import validation
 
 RULES = ("single", "vote")
+_VOTE_PASSES_PER_CHUNK = 1000  # images x votes vmapped at once (memory)
 
 
 @functools.partial(jax.jit, static_argnames=("logits_fn", "repeats"))
@@ -30,26 +30,6 @@ def _correct_per_pass(params, x, y, key, *, logits_fn, repeats):
     def one_pass(_, k):
         return None, jnp.argmax(logits_fn(params, x, k), axis=1) == y
     return jax.lax.scan(one_pass, None, jax.random.split(key, repeats))[1]
-
-
-@functools.partial(jax.jit, static_argnames=("logits_fn", "m", "n_classes"))
-def _vote_counts(params, x, key, sigma, *, logits_fn, m, n_classes):
-    """(B, n_classes) int32 votes of ``m`` passes on Gaussian-noised copies of x."""
-    def one_pass(counts, k):
-        noise_key, model_key = jax.random.split(k)
-        noisy = x + sigma * rng.normal(noise_key, x.shape, x.dtype)
-        pred = jnp.argmax(logits_fn(params, noisy, model_key), axis=1)
-        return counts + jax.nn.one_hot(pred, n_classes, dtype=jnp.int32), None
-    counts = jnp.zeros((x.shape[0], n_classes), jnp.int32)
-    return jax.lax.scan(one_pass, counts, jax.random.split(key, m))[0]
-
-
-def clopper_pearson(successes, trials, confidence):
-    """Exact two-sided binomial confidence interval for a proportion."""
-    tail = (1.0 - confidence) / 2.0
-    low = stats.beta.ppf(tail, successes, trials - successes + 1) if successes > 0 else 0.0
-    high = stats.beta.ppf(1 - tail, successes + 1, trials - successes) if successes < trials else 1.0
-    return float(low), float(high)
 
 
 def score_single(logits_fn, params, x_adv, y, key, *, repeats=10, confidence=0.95):
@@ -75,18 +55,9 @@ def score_single(logits_fn, params, x_adv, y, key, *, repeats=10, confidence=0.9
     return {
         "rule": "single", "repeats": repeats, "n": int(correct.shape[1]),
         "accuracy": float(per_pass.mean()), "stderr": stderr,
-        "ci": clopper_pearson(int(correct.sum()), correct.size, confidence),
+        "ci": stats.clopper_pearson(int(correct.sum()), correct.size, confidence),
         "confidence": confidence, "per_example": correct.mean(axis=0),
     }
-
-
-def _vote_decided(counts, alpha):
-    """(B,) bool: a two-sided binomial test separates the top two vote counts
-    at level alpha (Cohen et al.'s PREDICT abstains otherwise)."""
-    top_two = -np.sort(-counts, axis=1)[:, :2]
-    n_a, n_b = top_two[:, 0], top_two[:, 1]
-    p_value = np.minimum(1.0, 2.0 * stats.binom.cdf(n_b, n_a + n_b, 0.5))
-    return p_value <= alpha
 
 
 def score_vote(logits_fn, params, x_adv, y, key, *, m=100, sigma=0.0, alpha=0.001):
@@ -105,11 +76,13 @@ def score_vote(logits_fn, params, x_adv, y, key, *, m=100, sigma=0.0, alpha=0.00
     """
     n_classes = _check(logits_fn, params, x_adv, y, key, m=m, alpha=alpha)
     validation.check_eps(sigma, "sigma")
-    counts = np.asarray(_vote_counts(
-        params, jnp.asarray(x_adv, jnp.float32), key, jnp.float32(sigma),
-        logits_fn=logits_fn, m=m, n_classes=n_classes))
+    # The smoothed classifier's own Monte Carlo pass (`smoothing.sample_counts`): vote j
+    # draws its noise and the model's randomness from fold_in(key, j).
+    chunk = max(1, min(m, _VOTE_PASSES_PER_CHUNK // max(1, np.shape(x_adv)[0])))
+    counts = smoothing.sample_counts(logits_fn, params, x_adv, key, num_classes=n_classes,
+                                     sigma=sigma, num=m, chunk_size=chunk)
     prediction = counts.argmax(axis=1)
-    decided = _vote_decided(counts, alpha)
+    decided = stats.vote_pvalue(counts) <= alpha
     right = prediction == np.asarray(y)
     return {
         "rule": "vote", "m": m, "sigma": float(sigma), "alpha": alpha,

@@ -15,6 +15,7 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from hycas_jax import stats
 from hycas_jax.attacks import scoring
 
 TABLE_FILE, PLOT_FILE, SUMMARY_FILE = "robust_accuracy.md", "robust_accuracy.png", "attack_summary.json"
@@ -32,7 +33,7 @@ def single_stats(correct, repeats: int, confidence: float = 0.95) -> dict:
     p = correct / repeats
     stderr = np.sqrt(np.sum(p * (1 - p)) / (repeats - 1)) / n if repeats > 1 else float("nan")
     return {"n": int(n), "accuracy": float(p.mean()), "stderr": float(stderr),
-            "ci": list(scoring.clopper_pearson(int(correct.sum()), n * repeats, confidence))}
+            "ci": list(stats.clopper_pearson(int(correct.sum()), n * repeats, confidence))}
 
 
 def vote_stats(right, decided) -> dict:

@@ -39,6 +39,7 @@ from tqdm.auto import tqdm
 
 from hycas_jax import data, distributed, functional, inference, rng, runlock, training
 from hycas_jax.attacks import apgd, autoattack, scoring, validation
+from hycas_jax.config import data_kwargs
 from hycas_jax.evaluation import attack_report
 
 ATTACKS = ("apgd-ce", "apgd-dlr", "apgd-t", "autoattack", "autoattack-rand", "autoattack-standard")
@@ -260,9 +261,8 @@ def _attack_workdir(workdir, model, config, step: int, *, eps_list, norm, n_iter
                   max_examples=max_examples, batch_size=batch_size, vote_samples=vote_samples,
                   vote_sigma=vote_sigma, repeats=repeats, seed=seed)
     check_options(eps_list=s["eps"], norm=s["norm"], attacks=attacks, rules=rules)
-    data_kwargs = dict(data_dir=data_dir or config.dataset.get("data_dir") or None,
-                       **dict(config.dataset.get("kwargs", {}) or {}))
-    num_test = len(data.get_source(config.dataset.name, "test", **data_kwargs)[0])
+    kwargs = data_kwargs(config, data_dir=data_dir)
+    num_test = len(data.get_source(config.dataset.name, "test", **kwargs)[0])
     if stride is None:
         stride = max(1, num_test // s["max_examples"])
     validation.check_positive_int("stride", stride)
@@ -280,7 +280,7 @@ def _attack_workdir(workdir, model, config, step: int, *, eps_list, norm, n_iter
     with runlock.exclusive(str(out / f".{LOG_FILE}.lock"), f"attack log {out / LOG_FILE}"):
         log = _Log(out / LOG_FILE)
         records = _attack_batches(config, s, log, model_fn, params, targets, attacks, rules,
-                                  data_kwargs, progress)
+                                  kwargs, progress)
     summary = attack_report.summarize(records, s, model_stochastic=model.stochastic,
                                       workdir=str(workdir))
     attack_report.write(out, summary)
@@ -289,12 +289,12 @@ def _attack_workdir(workdir, model, config, step: int, *, eps_list, norm, n_iter
     return summary
 
 
-def _attack_batches(config, s, log, model_fn, params, targets, attacks, rules, data_kwargs,
+def _attack_batches(config, s, log, model_fn, params, targets, attacks, rules, kwargs,
                     progress) -> list:
     """The records of every (batch, attack, eps, rule) unit, computed or read from the log."""
     batches = data.eval_batches(config.dataset.name, "test", batch_size=s["batch_size"],
                                 max_examples=s["max_examples"], stride=s["stride"],
-                                process_index=0, process_count=1, **data_kwargs)
+                                process_index=0, process_count=1, **kwargs)
     n_batches = -(-s["max_examples"] // s["batch_size"])
     records = []
     with tqdm(total=n_batches * len(_units({}, attacks, s["eps"], rules)), desc="attack",

@@ -34,6 +34,7 @@ from tqdm.auto import tqdm
 
 from hycas_jax import (certificates, certify_report, checkpointing, data, dct, distributed,
                        functional, inference, lipschitz, runlock, smoothing, training)
+from hycas_jax.config import data_kwargs
 
 RS_COLUMNS = ("pA", "count")
 MARGIN_COLUMNS = ("margin_predict", "margin_radius", "margin_lower", "margin_time")
@@ -84,14 +85,6 @@ def _check_resumable(paths: dict[str, Path], settings: dict) -> None:
                          "use another out_dir or delete the log to start over")
 
 
-def _data_kwargs(config) -> dict:
-    kwargs = dict(config.dataset.get("kwargs", {}) or {})
-    kwargs["data_dir"] = config.dataset.get("data_dir") or None
-    kwargs["image_shape"] = tuple(config.model.image_shape)
-    kwargs["num_classes"] = config.model.num_classes
-    return kwargs
-
-
 def planned_indices(num_examples: int, skip: int, max_examples: int | None) -> np.ndarray:
     """Cohen et al.'s selection: every `skip`-th index, the first `max_examples` of them."""
     return np.arange(0, num_examples, skip)[:max_examples]
@@ -103,7 +96,7 @@ def _images(config, planned: np.ndarray, todo: set[int]):
         return
     batches = data.eval_batches(config.dataset.name, "test", batch_size=64, skip=0,
                                 max_examples=int(planned[-1]) + 1, process_index=0,
-                                process_count=1, **_data_kwargs(config))
+                                process_count=1, **data_kwargs(config))
     for batch in batches:
         for i, idx in enumerate(batch["index"]):
             if batch["mask"][i] and int(idx) in todo:
@@ -200,7 +193,7 @@ def certify_workdir(workdir, *, out_dir=None, step: int | None = None,
     settings["margin_precision"] = certificates.MARGIN_PRECISION if settings["margin"] else None
     settings["dataset"] = config.dataset.name
     settings["lipschitz"] = lipschitz.network_bound(model)
-    source, _ = data.get_source(config.dataset.name, "test", **_data_kwargs(config))
+    source, _ = data.get_source(config.dataset.name, "test", **data_kwargs(config))
     planned = planned_indices(len(source), settings["skip"], settings["max_examples"])
     paths = output_paths(out_dir or workdir, settings["sigma"])
     _check_resumable(paths, settings)
@@ -244,13 +237,11 @@ def _run(log, certifier, images, *, total: int, done: int, progress: bool) -> No
 def _curves(rows: dict, settings: dict) -> dict[str, tuple[str, float, certify_report.Curve]]:
     """name -> (classifier it certifies, alpha, (prediction, label, radius))."""
     label, alpha = rows["label"], settings["alpha"]
-    curves = {"RS": (f"smoothed classifier g, sigma = {settings['sigma']!r}", alpha,
+    curves = {"RS": (certificates.smoothed_classifier(settings["sigma"]), alpha,
                      (rows["predict"], label, rows["radius"]))}
     if settings["margin"]:
-        bound, lip = float(np.float32(settings["logit_bound"])), settings["lipschitz"]
-        classifier = (f"expected-logit classifier argmax E_Omega[clip(f, -{bound!r}, "
-                      f"{bound!r})], no input noise, {settings['margin_precision']} matmuls, "
-                      f"L = {lip:.6g}")
+        lip = settings["lipschitz"]
+        classifier = f"{certificates.margin_classifier(settings['logit_bound'])}, L = {lip:.6g}"
         abstain = rows["margin_predict"] < 0
         curves["margin"] = (classifier, alpha,
                             (rows["margin_predict"], label, rows["margin_radius"]))

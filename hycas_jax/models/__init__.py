@@ -30,7 +30,9 @@ ALL_STREAMS = ("sncan", "fdpan", "rpfan")
 
 
 def default_config(backbone: str = "small_cnn") -> ml_collections.ConfigDict:
-    """A HyCAS model config for MNIST-sized inputs (small_cnn) or CIFAR (resnet18)."""
+    """A HyCAS model config for MNIST-sized inputs (small_cnn) or CIFAR-sized ones
+    (resnet18). The input normalization is generic (mean 0.5, std 0.25 per channel):
+    `hycas_jax.config.experiment` sets a data set's own (its DATASET_MODELS table)."""
     cfg = ml_collections.ConfigDict()
     cfg.backbone = backbone
     cfg.kind = "hycas"
@@ -47,7 +49,6 @@ def default_config(backbone: str = "small_cnn") -> ml_collections.ConfigDict:
         cfg.blocks_per_stage = 2
         # The authors' notebook: frequency stream in stages 1-2, projections in 1-3.
         cfg.streams = (ALL_STREAMS, ALL_STREAMS, ("sncan", "rpfan"), ("sncan",))
-        cfg.mean, cfg.std = (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)
     else:
         cfg.image_shape = (28, 28, 1)
         cfg.num_classes = 10
@@ -56,7 +57,8 @@ def default_config(backbone: str = "small_cnn") -> ml_collections.ConfigDict:
         cfg.widths = (16, 32, 64)
         cfg.strides = (2, 2, 1)
         cfg.streams = (ALL_STREAMS,) * 3
-        cfg.mean, cfg.std = (0.1307,), (0.3081,)
+    channels = cfg.image_shape[2]
+    cfg.mean, cfg.std = (0.5,) * channels, (0.25,) * channels
     return cfg
 
 

@@ -26,6 +26,7 @@ from tqdm.auto import tqdm
 from hycas_jax import (checkpointing, data, distributed, files, lipschitz, logits_fn_for, models,
                        runlock)
 from hycas_jax.attacks.pgd import pgd_unchecked
+from hycas_jax.config import data_kwargs
 from hycas_jax.snc import power_iterate_all
 from hycas_jax.training.metrics import MetricsWriter
 from hycas_jax.training.optim import make_optimizer, make_schedule
@@ -40,22 +41,9 @@ def _keys(seed: int):
     return tuple(jax.random.split(jax.random.key(seed), 3))
 
 
-def _data_kwargs(config) -> dict:
-    kwargs = dict(config.dataset.get("kwargs", {}) or {})
-    if config.dataset.get("data_dir"):
-        kwargs["data_dir"] = config.dataset.data_dir
-    return kwargs
-
-
 def _dataset_info(config):
-    _, info = data.get_source(config.dataset.name, "test", **_data_kwargs(config))
-    if tuple(info.image_shape) != tuple(config.model.image_shape):
-        raise ValueError(f"dataset {config.dataset.name!r} has images {tuple(info.image_shape)}, "
-                         f"config.model.image_shape says {tuple(config.model.image_shape)}")
-    if info.num_classes != config.model.num_classes:
-        raise ValueError(f"dataset {config.dataset.name!r} has {info.num_classes} classes, "
-                         f"config.model.num_classes says {config.model.num_classes}")
-    return info
+    """The test split's info; a data set that does not match config.model is a ValueError."""
+    return data.get_source(config.dataset.name, "test", **data_kwargs(config))[1]
 
 
 def make_mesh(config):
@@ -140,7 +128,7 @@ def evaluate(config, graphdef, state, *, split="test", max_examples=None, seed=0
     count = 0
     for i, batch in enumerate(data.eval_batches(config.dataset.name, split,
                                                 batch_size=_eval_batch_size(mesh),
-                                                max_examples=max_examples, **_data_kwargs(config))):
+                                                max_examples=max_examples, **data_kwargs(config))):
         mask = np.asarray(batch["mask"])
         local = {"x": batch["image"], "y": np.where(mask, batch["label"], -1), "mask": mask}
         g = distributed.global_batch(local, mesh)
@@ -170,7 +158,7 @@ def _train(config, workdir: str, *, progress: bool) -> dict:
     _, train_key, log_key = _keys(tcfg.seed)
     ckpt = checkpointing.Checkpointer(workdir, max_to_keep=tcfg.keep_checkpoints)
     it = data.train_iterator(config.dataset.name, batch_size=tcfg.batch_size, seed=tcfg.seed,
-                             **_data_kwargs(config))
+                             **data_kwargs(config))
     resumed, state, _, corrupt = ckpt.restore_newest_intact(state, iterator=it)
     for bad in corrupt:  # nothing is deleted: the unreadable steps are moved aside
         logging.warning("checkpoint step %d in %s is corrupt; resuming from step %d instead "
