@@ -8,13 +8,14 @@ so radii survive a round trip at full float64 precision.
 """
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Mapping, Sequence
 
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+
+from hycas_jax import files
 
 COHEN_COLUMNS = ("idx", "label", "predict", "radius", "correct", "time")
 DEFAULT_RADII = (0.0, 0.25, 0.5, 0.75, 1.0, 1.25, 1.5, 2.0)
@@ -36,19 +37,8 @@ def _format(value) -> str:
     return text
 
 
-def _complete_lines(path: Path) -> tuple[list[str], int]:
-    """The lines of `path` that end in a newline, and their length in bytes.
-
-    Rows are written whole with a trailing newline and fsynced, so bytes after
-    the last newline are a row cut short by an interruption.
-    """
-    data = path.read_bytes()
-    end = data.rfind(b"\n") + 1
-    return data[:end].decode().splitlines(), end
-
-
 class CertifyLog:
-    """Resumable, append-only per-image log.
+    """Resumable, append-only per-image log (a `files.AppendLog` of TSV rows).
 
     Opening an existing log checks its header, drops a truncated last line and
     records the finished `idx` values; `append` refuses an `idx` already in the
@@ -58,18 +48,12 @@ class CertifyLog:
     def __init__(self, path, extra_columns: Sequence[str] = ()):
         self.path = Path(path)
         self.columns = COHEN_COLUMNS + tuple(extra_columns)
-        self.finished: set[int] = self._open()
-
-    def _open(self) -> set[int]:
-        lines, end = _complete_lines(self.path) if self.path.exists() else ([], 0)
-        if not lines:
-            self.path.write_text("\t".join(self.columns) + "\n")
-            return set()
-        if tuple(lines[0].split("\t")) != self.columns:
-            raise ValueError(f"log {self.path} has columns {lines[0].split()}, "
-                             f"expected {list(self.columns)}")
-        os.truncate(self.path, end)
-        return {int(line.split("\t", 1)[0]) for line in lines[1:]}
+        try:
+            self._log = files.AppendLog(self.path, "\t".join(self.columns))
+        except ValueError:
+            raise ValueError(f"log {self.path} has other columns than "
+                             f"{list(self.columns)}") from None
+        self.finished: set[int] = {int(line.split("\t", 1)[0]) for line in self._log.lines}
 
     def append(self, **row) -> None:
         """Writes one image's row (keys = the log's columns) durably."""
@@ -78,11 +62,7 @@ class CertifyLog:
         idx = int(row["idx"])
         if idx in self.finished:
             raise ValueError(f"idx {idx} is already in {self.path}")
-        line = "\t".join(_format(row[c]) for c in self.columns) + "\n"
-        with open(self.path, "a") as f:
-            f.write(line)
-            f.flush()
-            os.fsync(f.fileno())
+        self._log.append("\t".join(_format(row[c]) for c in self.columns))
         self.finished.add(idx)
 
 
@@ -110,7 +90,8 @@ def read_log(path) -> dict[str, np.ndarray]:
 
     A truncated last line is ignored; any other malformed row is an error.
     """
-    lines, _ = _complete_lines(Path(path))
+    data = files.read_bytes(path)
+    lines = data[:data.rfind(b"\n") + 1].decode().splitlines()  # a torn last row is not read
     if not lines:
         raise ValueError(f"log {path} is empty")
     header = lines[0].split("\t")

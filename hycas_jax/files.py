@@ -49,3 +49,35 @@ def replace_bytes(p, data: bytes) -> None:
 
 def read_bytes(p) -> bytes:
     return path(p).read_bytes()
+
+
+class AppendLog:
+    """A resumable, append-only text log, one line per finished unit of work.
+
+    Each line is written whole with its newline and made durable before `append`
+    returns, so bytes after the last newline can only be a line cut short by an
+    interruption: opening the log drops them. `header` (a first line, e.g. column
+    names) is written to a new log and must match an existing one's.
+    """
+
+    def __init__(self, p, header: str | None = None):
+        self.path = p
+        data = read_bytes(p) if path(p).exists() else b""
+        end = data.rfind(b"\n") + 1
+        if end != len(data):
+            replace_bytes(p, data[:end])
+        lines = data[:end].decode().splitlines()
+        if header is not None:
+            if not lines:
+                replace_bytes(p, (header + "\n").encode())
+                lines = [header]
+            elif lines[0] != header:
+                raise ValueError(f"log {p} starts with {lines[0]!r}, expected {header!r}")
+            lines = lines[1:]
+        self.lines = lines
+
+    def append(self, line: str) -> None:
+        if "\n" in line:
+            raise ValueError("a log line cannot contain a newline")
+        append_bytes(self.path, (line + "\n").encode())
+        self.lines.append(line)

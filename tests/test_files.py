@@ -53,3 +53,19 @@ def test_replace_and_append_bytes(tmp_path, monkeypatch):
         assert path.read_bytes() == b"ab"
         files.replace_bytes(path, b"c")
         assert path.read_bytes() == b"c" and not (tmp_path / f"f{local}.tmp").exists()
+
+
+@pytest.mark.parametrize("local", [True, False])
+def test_append_log_drops_a_torn_line_and_checks_its_header(local, tmp_path, monkeypatch):
+    monkeypatch.setattr(files, "is_local", lambda p: local)
+    path = tmp_path / "log"
+    log = files.AppendLog(path, "a\tb")
+    log.append("1\t2")
+    with open(path, "ab") as f:
+        f.write(b"3\t")  # a row cut by a kill
+    resumed = files.AppendLog(path, "a\tb")
+    assert resumed.lines == ["1\t2"] and path.read_bytes() == b"a\tb\n1\t2\n"
+    resumed.append("3\t4")
+    assert files.AppendLog(path, "a\tb").lines == ["1\t2", "3\t4"]
+    with pytest.raises(ValueError, match="expected 'x'"):
+        files.AppendLog(path, "x")

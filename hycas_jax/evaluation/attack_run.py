@@ -28,7 +28,6 @@ Monte Carlo noise. Attack keys depend on (batch, attack, eps, target).
 from __future__ import annotations
 
 import json
-import os
 import zlib
 from pathlib import Path
 from typing import Callable, NamedTuple
@@ -37,7 +36,7 @@ import jax
 import numpy as np
 from tqdm.auto import tqdm
 
-from hycas_jax import data, distributed, functional, inference, rng, runlock, training
+from hycas_jax import data, distributed, files, functional, inference, rng, runlock, training
 from hycas_jax.attacks import apgd, autoattack, scoring, validation
 from hycas_jax.config import data_kwargs
 from hycas_jax.evaluation import attack_report
@@ -127,29 +126,21 @@ def _score(rule, logits_fn, params, x_adv, y, key, s) -> dict:
 
 
 class _Log:
-    """The JSONL of finished units: read once, appended line by line."""
+    """The JSONL of finished units (a `files.AppendLog`): read once, appended line by line."""
 
     def __init__(self, path: Path):
-        self.path, self.done = path, {}
-        if path.exists():
-            text = path.read_bytes()
-            complete = text[:text.rfind(b"\n") + 1]  # a line cut by a kill is dropped
-            if len(complete) != len(text):
-                with open(path, "r+b") as f:
-                    f.truncate(len(complete))
-            for line in complete.decode().splitlines():
-                record = json.loads(line)
-                self.done[self.key(record)] = record
+        self._log = files.AppendLog(path)
+        self.done = {}
+        for line in self._log.lines:
+            record = json.loads(line)
+            self.done[self.key(record)] = record
 
     @staticmethod
     def key(r) -> tuple:
         return (r["digest"], r["attack"], r["eps"], r["first"], r["last"], r["rule"])
 
     def append(self, record: dict) -> None:
-        with open(self.path, "a") as f:
-            f.write(json.dumps(record) + "\n")
-            f.flush()
-            os.fsync(f.fileno())
+        self._log.append(json.dumps(record))
         self.done[self.key(record)] = record
 
 
