@@ -6,7 +6,7 @@ them the same way, and writes RESULTS.md plus plots.
     python experiments/reproduce.py --profile cifar10    # the paper's CIFAR-10 budget (GPU/TPU)
     python experiments/reproduce.py --report_only        # regenerate RESULTS.md from the runs
 
-Methods, profiles and the fairness rules: `hycas_jax/evaluation/study.py`.
+Methods, profiles and the fairness rules: `experiments/study.py`.
 Re-running the same command resumes an interrupted study.
 """
 import os
@@ -25,7 +25,8 @@ flags.DEFINE_string("results", None,
 flags.DEFINE_list("methods", None, "a subset of the methods (default: all)")
 flags.DEFINE_list("seeds", None, "override the profile's seeds, e.g. 0,1,2")
 flags.DEFINE_bool("report_only", False, "only regenerate the report from finished runs")
-flags.DEFINE_string("shared", None, "folder with paper/ and reference/ (default ../shared)")
+flags.DEFINE_string("reference", None, "folder with the paper's table and Cohen et al.'s logs "
+                    "(default experiments/reference)")
 FLAGS = flags.FLAGS
 
 
@@ -38,7 +39,9 @@ def main(argv):
     os.environ.setdefault("JAX_COMPILATION_CACHE_DIR",
                           str(Path.home() / ".cache" / "hycas_jax" / "jax_cache" / FLAGS.profile))
     os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "1.0")
-    from hycas_jax.evaluation import study, study_report
+    sys.path.insert(0, str(ROOT))
+    import study
+    import study_report
 
     try:
         study.check_profile(FLAGS.profile)
@@ -51,7 +54,7 @@ def main(argv):
         study.run_study(FLAGS.profile, workdir, methods=methods, isolate=True,
                         seeds=FLAGS.seeds or None)
     command = "python " + " ".join(shlex.quote(a) for a in sys.argv)
-    kwargs = {"shared": Path(FLAGS.shared)} if FLAGS.shared else {}
+    kwargs = {"reference": Path(FLAGS.reference)} if FLAGS.reference else {}
     path = study_report.write_report(workdir, results, command=command, **kwargs)
     print(f"wrote {path}")
 

@@ -6,7 +6,8 @@ import pytest
 
 from hycas_jax import certify_report as report
 
-REFERENCE = Path(__file__).resolve().parents[2] / "shared/reference/cohen2019_cifar10_resnet110"
+REFERENCE = (Path(__file__).resolve().parents[1] / "experiments" / "reference"
+             / "cohen2019_cifar10_resnet110")
 EXTRA = ("pA", "count")
 
 
@@ -96,7 +97,6 @@ def test_log_curves_finds_margin_columns(tmp_path):
     assert curves["margin"][2][0] == 0.125
 
 
-@pytest.mark.skipif(not REFERENCE.exists(), reason="reference logs not present")
 def test_reads_cohen_reference_logs():
     log = report.read_log(REFERENCE / "sigma_0.25.tsv")
     assert len(log["idx"]) == 500

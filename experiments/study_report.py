@@ -26,10 +26,11 @@ from typing import Optional
 import numpy as np
 
 from hycas_jax import certify_report
-from hycas_jax.evaluation import study
+import study
 
 RADII = (0.0, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0)
-SHARED = Path(__file__).resolve().parents[3] / "shared"
+# The paper's published table (verbatim) and Cohen et al.'s published per-image logs.
+REFERENCE = Path(__file__).resolve().parent / "reference"
 CERTIFICATES = {"RS": "RS", "margin": "margin"}
 
 
@@ -399,7 +400,7 @@ def _plot_attacks(data, sigma, path: Path) -> None:
 
 # ----------------------------------------------------------------------------- the report
 
-def write_report(root, out_dir, *, shared: Path = SHARED, command: str = "") -> Path:
+def write_report(root, out_dir, *, reference: Path = REFERENCE, command: str = "") -> Path:
     """Writes RESULTS.md and the plots for the study in `root`; returns the md path."""
     data = collect(root)
     meta, profile = data["meta"], data["meta"]["settings"]
@@ -465,18 +466,18 @@ def write_report(root, out_dir, *, shared: Path = SHARED, command: str = "") -> 
     claims = _claims(data, sigmas)
     md += ["## Do our numbers support the paper's claims?", "",
            "Each comparison below is HyCAS against one baseline under identical settings; "
-           "the rule is in the module docstring of `hycas_jax/evaluation/study_report.py` "
+           "the rule is in the module docstring of `experiments/study_report.py` "
            "(difference of seed means against twice its standard error).", "",
            _verdict_summary(claims), "", "<details><summary>Every comparison</summary>", "",
            "| claim | comparison | HyCAS | baseline | verdict |", "|---|---|---|---|---|"]
     md += [f"| {c} | {w} | {a} | {b} | {v} |" for c, w, a, b, v in claims]
     md += ["", "</details>", ""]
     md += ["## Next to the paper and the original RS logs", ""]
-    paper = paper_table(shared / "paper" / "hycas_iclr2026_summary.txt")
+    paper = paper_table(reference / "hycas_paper_table.txt")
     if paper:
         radii, rows = paper
         md += ["The paper's table (certified accuracy %, sigma = 0.50), parsed from "
-               "`shared/paper/hycas_iclr2026_summary.txt`:", "",
+               "`experiments/reference/hycas_paper_table.txt`:", "",
                "| method | data | " + " | ".join(f"r={r:g}" for r in radii) + " |",
                "|---|---|" + "---:|" * len(radii)]
         md += [f"| {m} | {d} | " + " | ".join(cells) + " |" for m, d, cells in rows]
@@ -501,9 +502,8 @@ def write_report(root, out_dir, *, shared: Path = SHARED, command: str = "") -> 
                                  if i is not None else "–")
                 md.append(f"| {study.METHODS[m].label} | {cert} | " + " | ".join(cells) + " |")
     else:
-        md += ["The paper summary was not found beside the repository "
-               f"({shared / 'paper'}), so its table is not shown."]
-    ref = reference_table(shared / "reference" / "cohen2019_cifar10_resnet110", sigmas, RADII)
+        md += [f"The paper's table was not found ({reference}), so it is not shown."]
+    ref = reference_table(reference / "cohen2019_cifar10_resnet110", sigmas, RADII)
     md += [""]
     if ref:
         md += ["Cohen et al.'s own per-image CIFAR-10 ResNet-110 logs, re-scored here with the "

@@ -5,7 +5,7 @@ A *profile* fixes the data set and one budget that every method shares
 attack settings). A *method* fixes only the model and what it trains on.
 `run_study` trains each (method, sigma, seed), certifies it with the RS and the
 Lipschitz-margin certificates, attacks it, and leaves every number in the
-run's workdir; `hycas_jax.evaluation.study_report` turns the workdirs into
+run's workdir; `study_report` (beside this file) turns the workdirs into
 RESULTS.md and plots. Each stage resumes where it stopped (training from its
 last checkpoint, certification from its last image, attacks from their last
 unit), so an interrupted study loses nothing when re-run.
@@ -264,7 +264,7 @@ def run_study(profile_name: str, root, *, methods: Iterable[str] = tuple(METHODS
         for job in bar:
             bar.set_postfix(method=job.method, sigma=job.train_sigma, seed=job.seed)
             if isolate:
-                subprocess.run([sys.executable, "-m", "hycas_jax.evaluation.study",
+                subprocess.run([sys.executable, str(Path(__file__).resolve()),
                                 json.dumps(profile), str(root),
                                 json.dumps(dataclasses.asdict(job))], check=True)
             else:
@@ -272,7 +272,7 @@ def run_study(profile_name: str, root, *, methods: Iterable[str] = tuple(METHODS
 
 
 def _main(argv) -> None:
-    """`python -m hycas_jax.evaluation.study PROFILE_JSON ROOT JOB_JSON`: one job."""
+    """`python experiments/study.py PROFILE_JSON ROOT JOB_JSON`: one job."""
     from absl import logging
     logging.set_verbosity(logging.WARNING)
     profile, root, job = json.loads(argv[1]), Path(argv[2]), json.loads(argv[3])
