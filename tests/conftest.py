@@ -40,3 +40,14 @@ def top_singular_value(matrix) -> float:
 @pytest.fixture
 def rng():
     return np.random.default_rng(0)
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory):
+    """tests/tiny_config.py trained to its end (40 steps, checkpoints at 35 and 40), shared
+    read-only by the end-to-end modules; a test that changes a run works on a copy."""
+    import tiny_config
+    from hycas_jax import training
+    path = tmp_path_factory.mktemp("tiny_run") / "run"
+    training.train(tiny_config.get_config(), str(path), progress=False)
+    return path

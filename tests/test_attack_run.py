@@ -111,6 +111,7 @@ def _cli(*args):
                           capture_output=True, text=True, timeout=300)
 
 
+@pytest.mark.subprocess
 def test_cli_runs_and_resumes(workdir, first_run):
     done = _cli("--workdir", str(workdir), *CLI_RUN)
     assert done.returncode == 0, done.stderr

@@ -108,6 +108,7 @@ def test_each_contender_gets_its_own_fastest_chunk(monkeypatch):
     assert seen[("torch", 250)] is thunks["torch"][250]
 
 
+@pytest.mark.slow
 def test_normals_only_pass_draws_the_models_normals():
     import jax
     import jax.numpy as jnp
@@ -170,6 +171,7 @@ def test_scope_of_keeps_the_named_scopes_only():
     assert bench_profile.scope_of("jit(run)/vmap()/SmallCNN.features/while/body/add") == "(unscoped)"
 
 
+@pytest.mark.slow
 def test_op_times_attributes_the_certification_pass_to_model_components():
     import bench_profile
     r = bench_profile.op_times("small_cnn 28x28x1", chunk=16, rounds=2, repeats=1)

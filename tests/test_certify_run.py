@@ -195,6 +195,7 @@ def _cli(*args, env=None):
                           env=dict(os.environ, JAX_PLATFORMS="cpu", **(env or {})))
 
 
+@pytest.mark.subprocess
 def test_cli_on_four_devices_gives_the_one_device_rows(workdir, tmp_path, fresh8):
     proc = _cli("--workdir", workdir, "--out_dir", tmp_path, "--max", 3, "--n0", N0, "--n", N,
                 "--batch_size", BATCH, "--margin_samples", N,
@@ -207,6 +208,7 @@ def test_cli_on_four_devices_gives_the_one_device_rows(workdir, tmp_path, fresh8
     np.testing.assert_allclose(log["margin_lower"], fresh8["margin_lower"][:3], rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.subprocess
 def test_cli_certifies(workdir, tmp_path):
     proc = _cli("--workdir", workdir, "--out_dir", tmp_path, "--max", 2, "--n0", N0, "--n", N,
                 "--batch_size", BATCH, "--no-margin")
@@ -215,6 +217,7 @@ def test_cli_certifies(workdir, tmp_path):
     assert tuple(_log(tmp_path)) == certify_report.COHEN_COLUMNS + certify_run.RS_COLUMNS
 
 
+@pytest.mark.subprocess
 def test_cli_rerun_reads_every_program_from_its_compilation_cache(workdir, tmp_path):
     cache = tmp_path / "xla"
     args = ("--workdir", workdir, "--max", 1, "--n0", N0, "--n", N, "--batch_size", BATCH,

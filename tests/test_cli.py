@@ -36,12 +36,9 @@ def _error_line(capsys, prog):
 
 
 @pytest.fixture(scope="module")
-def workdir(tmp_path_factory):
-    """tests/tiny_config.py trained for 10 steps (checkpoints at 5 and 10) through train.py."""
-    path = tmp_path_factory.mktemp("cli") / "run"
-    assert train.run(["train.py", f"--config={TINY}", f"--workdir={path}",
-                      "--config.training.num_steps=10", "--progress=false"]) == 0
-    return path
+def workdir(tiny_run):
+    """tests/tiny_config.py trained to step 40 (checkpoints at 35 and 40)."""
+    return tiny_run
 
 
 @pytest.mark.parametrize("spec, field, value", [
@@ -72,7 +69,8 @@ def _fake_tfds(name, data_dir):
 
 
 @pytest.mark.parametrize("spec, prepare, extra", [
-    ("configs/cifar10.py:0.25", lambda d: _fake_tfds("cifar10", d), TINY_RESNET),
+    pytest.param("configs/cifar10.py:0.25", lambda d: _fake_tfds("cifar10", d), TINY_RESNET,
+                 marks=pytest.mark.slow),
     ("configs/medmnist.py:{d}/dermamnist.npz", lambda d: write_npz(d / "dermamnist.npz"),
      ["--config.model.widths=(4,4,4)"]),
     pytest.param("configs/cifar100.py:0.5", lambda d: _fake_tfds("cifar100", d), TINY_RESNET,
@@ -110,11 +108,11 @@ def test_extending_a_finished_run_and_naming_the_field_of_a_refused_resume(workd
     run = tmp_path / "run"
     shutil.copytree(workdir, run)
     base = ["train.py", f"--config={TINY}", f"--workdir={run}", "--progress=false"]
-    assert train.run(base + ["--config.training.num_steps=15"]) == 0
-    assert json.loads((run / "final_metrics.json").read_text())["step"] == 15
-    assert checkpointing.restore_config(str(run)).training.num_steps == 15
+    assert train.run(base + ["--config.training.num_steps=45"]) == 0
+    assert json.loads((run / "final_metrics.json").read_text())["step"] == 45
+    assert checkpointing.restore_config(str(run)).training.num_steps == 45
     capsys.readouterr()
-    assert train.run(base + ["--config.training.num_steps=15",
+    assert train.run(base + ["--config.training.num_steps=45",
                              "--config.training.learning_rate=0.1"]) == 1
     assert "training.learning_rate differ" in _error_line(capsys, "train.py")
 

@@ -80,6 +80,7 @@ def test_one_device_mesh_certifies_like_no_mesh():
 
 # ------------------------------------------------------------------ 8 devices
 
+@pytest.mark.subprocess
 def test_eight_devices_certify_exactly_like_one(tmp_path):
     out = tmp_path / "certify.npz"
     _finish(_worker("certify", out))
@@ -97,6 +98,7 @@ def test_eight_devices_certify_exactly_like_one(tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.subprocess
 def test_eight_devices_train_and_certify_like_one(tmp_path):
     out = tmp_path / "train.npz"
     _finish(_worker("train", out, tmp_path / "runs"))
@@ -131,6 +133,7 @@ def _reference_training():
 
 
 @pytest.mark.slow
+@pytest.mark.subprocess
 def test_two_processes_train_and_certify_like_one(tmp_path):
     out, workdir = tmp_path / "two.npz", tmp_path / "run"
     address = f"127.0.0.1:{portpicker.pick_unused_port()}"

@@ -35,12 +35,9 @@ def _params(workdir):
 
 
 @pytest.fixture(scope="module")
-def reference_run(tmp_path_factory):
-    workdir = str(tmp_path_factory.mktemp("reference"))
-    proc = _train_cli(workdir)
-    out = proc.communicate(timeout=300)[0].decode()
-    assert proc.returncode == 0, out
-    return workdir
+def reference_run(tiny_run):
+    """The tiny config trained uninterrupted (conftest's session run)."""
+    return str(tiny_run)
 
 
 def _metric_rows(workdir):
@@ -59,6 +56,7 @@ def _event_scalars(workdir):
     return out
 
 
+@pytest.mark.subprocess
 def test_killed_run_resumes_to_the_same_final_state_and_logs_each_step_once(reference_run,
                                                                              tmp_path):
     workdir = str(tmp_path / "killed")
