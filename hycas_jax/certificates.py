@@ -32,7 +32,7 @@ from typing import NamedTuple, Sequence
 import jax
 import numpy as np
 
-from hycas_jax import smoothing
+from hycas_jax import checks, smoothing
 
 MARGIN_PRECISION = "float32"  # jax.default_matmul_precision of the margin certificate's passes
 
@@ -139,13 +139,13 @@ def margin_certify(logits_fn: smoothing.LogitsFn, params, x, key, *, num_classes
     Hoeffding term is paid and the certificate holds with probability 1. Only
     pass it for a model that really draws no randomness.
     """
-    num_classes = smoothing.validate_count(num_classes, "num_classes", 2)
+    num_classes = checks.validate_count(num_classes, "num_classes", 2)
     lipschitz = _validate_positive(lipschitz, "lipschitz")
     bound = float(np.float32(_validate_positive(logit_bound, "logit_bound")))
-    alpha = smoothing.validate_alpha(alpha)
-    num_samples = smoothing.validate_count(num_samples, "num_samples")
-    n0 = smoothing.validate_count(n0, "n0")
-    chunk_size = smoothing.validate_count(batch_size, "batch_size")
+    alpha = checks.validate_alpha(alpha)
+    num_samples = checks.validate_count(num_samples, "num_samples")
+    n0 = checks.validate_count(n0, "n0")
+    chunk_size = checks.validate_count(batch_size, "batch_size")
     with jax.default_matmul_precision(MARGIN_PRECISION):
         top, mean, slack = _estimate(logits_fn, params, x, key, num_classes=num_classes, bound=bound,
                                      alpha=alpha, num_samples=num_samples, n0=n0,

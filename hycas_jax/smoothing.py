@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import functools
 import math
-import operator
 from typing import Callable, NamedTuple
 
 import jax
@@ -33,7 +32,7 @@ import jax.numpy as jnp
 import numpy as np
 from scipy.stats import norm
 
-from hycas_jax import distributed, images, rng, stats
+from hycas_jax import checks, distributed, rng, stats
 
 LogitsFn = Callable[..., jax.Array]
 
@@ -85,42 +84,6 @@ class PredictResult(NamedTuple):
     prediction: np.ndarray
     counts: np.ndarray
     pvalue: np.ndarray
-
-
-# ---------------------------------------------------------------- validation
-
-def validate_images(x) -> jax.Array:
-    """Checks a batch of raw-pixel images (`images.check_images`); returns it as float32."""
-    images.check_images(x)
-    return jnp.asarray(x, jnp.float32)
-
-
-def validate_count(value, name: str, minimum: int = 1) -> int:
-    """Checks an integer argument >= minimum (and small enough for int32 counts)."""
-    try:
-        if isinstance(value, (bool, np.bool_)):
-            raise TypeError
-        value = operator.index(value)  # ints, numpy and concrete JAX integer scalars
-    except TypeError:
-        raise ValueError(f"{name} must be an integer, got {value!r}") from None
-    if not minimum <= value < 2 ** 31:
-        raise ValueError(f"{name} must be in [{minimum}, 2**31), got {value}")
-    return int(value)
-
-
-def validate_alpha(alpha) -> float:
-    """Checks a failure probability in the open interval (0, 1)."""
-    if not 0.0 < float(alpha) < 1.0:
-        raise ValueError(f"alpha must be in (0, 1), got {alpha}")
-    return float(alpha)
-
-
-def validate_sigma(sigma, allow_zero: bool = False) -> float:
-    """Checks the input-noise level: finite and > 0 (>= 0 when allow_zero)."""
-    sigma = float(sigma)
-    if not math.isfinite(sigma) or sigma < 0.0 or (sigma == 0.0 and not allow_zero):
-        raise ValueError(f"sigma must be finite and {'>=' if allow_zero else '>'} 0, got {sigma}")
-    return sigma
 
 
 # ------------------------------------------------------------ Monte Carlo pass
@@ -272,13 +235,13 @@ def two_pass_stats(logits_fn: LogitsFn, params, x, key, *, num_classes: int, sig
     in counts exactly (sums up to float32 rounding): Cohen's selection and
     estimation samples. Arguments as in `sample_stats`.
     """
-    validate_count(num_classes, "num_classes", 2)
+    checks.validate_count(num_classes, "num_classes", 2)
     if not float(logit_bound) > 0.0:
         raise ValueError(f"logit_bound must be > 0, got {logit_bound}")
-    nums = (validate_count(num_first, "num_first"), validate_count(num_second, "num_second"))
-    return _passes(logits_fn, params, validate_images(x), jax.random.split(key), nums,
-                   num_classes=num_classes, sigma=validate_sigma(sigma, allow_zero=True),
-                   chunk_size=validate_count(chunk_size, "chunk_size"),
+    nums = (checks.validate_count(num_first, "num_first"), checks.validate_count(num_second, "num_second"))
+    return _passes(logits_fn, params, checks.validate_images(x), jax.random.split(key), nums,
+                   num_classes=num_classes, sigma=checks.validate_sigma(sigma, allow_zero=True),
+                   chunk_size=checks.validate_count(chunk_size, "chunk_size"),
                    logit_bound=logit_bound, mesh=mesh)
 
 
@@ -298,13 +261,13 @@ def sample_stats(logits_fn: LogitsFn, params, x, key, *, num_classes: int, sigma
     one-device counts and sums equal up to float32 rounding. On several
     processes, all must call with the same arguments.
     """
-    validate_count(num_classes, "num_classes", 2)
+    checks.validate_count(num_classes, "num_classes", 2)
     if not float(logit_bound) > 0.0:
         raise ValueError(f"logit_bound must be > 0, got {logit_bound}")
     return _sample_stats(
-        logits_fn, params, validate_images(x), key, num_classes=num_classes,
-        sigma=validate_sigma(sigma, allow_zero=True), num=validate_count(num, "num"),
-        chunk_size=validate_count(chunk_size, "chunk_size"), logit_bound=logit_bound, mesh=mesh)
+        logits_fn, params, checks.validate_images(x), key, num_classes=num_classes,
+        sigma=checks.validate_sigma(sigma, allow_zero=True), num=checks.validate_count(num, "num"),
+        chunk_size=checks.validate_count(chunk_size, "chunk_size"), logit_bound=logit_bound, mesh=mesh)
 
 
 def sample_counts(logits_fn: LogitsFn, params, x, key, *, num_classes: int, sigma: float,
@@ -317,9 +280,9 @@ def sample_counts(logits_fn: LogitsFn, params, x, key, *, num_classes: int, sigm
 # -------------------------------------------------------------- CERTIFY/PREDICT
 
 def _validate_run(x, num_classes, sigma, alpha, batch_size):
-    validate_count(num_classes, "num_classes", 2)
-    validate_count(batch_size, "batch_size")
-    return validate_images(x), validate_sigma(sigma), validate_alpha(alpha)
+    checks.validate_count(num_classes, "num_classes", 2)
+    checks.validate_count(batch_size, "batch_size")
+    return checks.validate_images(x), checks.validate_sigma(sigma), checks.validate_alpha(alpha)
 
 
 def certify(logits_fn: LogitsFn, params, x, key, *, num_classes: int, sigma: float,
@@ -336,7 +299,7 @@ def certify(logits_fn: LogitsFn, params, x, key, *, num_classes: int, sigma: flo
     `sample_stats`).
     """
     x, sigma, alpha = _validate_run(x, num_classes, sigma, alpha, batch_size)
-    n0, n = validate_count(n0, "n0"), validate_count(n, "n")
+    n0, n = checks.validate_count(n0, "n0"), checks.validate_count(n, "n")
     # Selection (n0) and estimation (n) samples from the halves of split(key),
     # drawn in one jitted call.
     selection, estimation = _passes(logits_fn, params, x, jax.random.split(key), (n0, n),
@@ -364,7 +327,7 @@ def predict(logits_fn: LogitsFn, params, x, key, *, num_classes: int, sigma: flo
     """
     x, sigma, alpha = _validate_run(x, num_classes, sigma, alpha, batch_size)
     counts = _sample_stats(logits_fn, params, x, key, num_classes=num_classes, sigma=sigma,
-                           num=validate_count(n, "n"), chunk_size=batch_size,
+                           num=checks.validate_count(n, "n"), chunk_size=batch_size,
                            mesh=mesh).counts
     top, n_a, n_b = stats.top_two(counts)
     pvalue = stats.binomial_pvalue(n_a, n_b)

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 PACKAGE = Path(__file__).resolve().parent.parent / "hycas_jax"
-GENERIC = ["smoothing.py", "certificates.py", "images.py", "rng.py", "attacks",
+GENERIC = ["smoothing.py", "certificates.py", "checks.py", "stats.py", "rng.py", "attacks",
            "training/step.py", "training/optim.py", "training/metrics.py"]
 MODEL = {"activations", "block", "dct", "gate", "heads", "inference", "lipschitz", "models",
          "orthogonal", "rani", "snc", "spectral", "streams"}

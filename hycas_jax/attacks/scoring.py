@@ -17,7 +17,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from hycas_jax import images, smoothing, stats
+from hycas_jax import checks, smoothing, stats
 from hycas_jax.attacks import validation
 
 RULES = ("single", "vote")
@@ -117,7 +117,7 @@ def describe(report):
 
 def _check(logits_fn, params, x_adv, y, key, *, repeats=1, m=1, confidence=0.5, alpha=0.5):
     """Checks a scoring call's inputs; returns the number of classes."""
-    images.check_images(x_adv)
+    checks.check_images(x_adv)
     n_classes = validation.num_classes(logits_fn, params, x_adv, key)
     validation.check_labels(y, np.shape(x_adv)[0], n_classes)
     validation.check_positive_int("repeats", repeats)

@@ -10,7 +10,7 @@ import math
 import jax
 import numpy as np
 
-from hycas_jax import images
+from hycas_jax import checks
 from hycas_jax.attacks import losses
 
 NORMS = ("linf", "l2")
@@ -35,7 +35,7 @@ def check_labels(y, batch, n_classes):
     dtype = getattr(y, "dtype", None) or np.asarray(y).dtype
     if not np.issubdtype(dtype, np.integer):
         raise ValueError(f"y must be integer labels, got dtype {dtype}")
-    labels = images.host_values(y)
+    labels = checks.host_values(y)
     if labels is not None and labels.size and (labels.min() < 0 or labels.max() >= n_classes):
         raise ValueError(
             f"labels must lie in [0, {n_classes}), got range [{labels.min()}, {labels.max()}]")
@@ -72,7 +72,7 @@ def check_attack_inputs(logits_fn, params, x, y, key, *, norm, eps, loss=None):
     """Runs the checks shared by all attacks; returns ``num_classes``."""
     check_norm(norm)
     check_eps(eps)
-    images.check_images(x)
+    checks.check_images(x)
     n_classes = num_classes(logits_fn, params, x, key)
     check_labels(y, np.shape(x)[0], n_classes)
     if loss is not None:

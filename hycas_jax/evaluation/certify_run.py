@@ -32,7 +32,7 @@ import jax
 import numpy as np
 from tqdm.auto import tqdm
 
-from hycas_jax import (certificates, certify_report, checkpointing, data, dct, distributed,
+from hycas_jax import (certificates, certify_report, checkpointing, checks, data, dct, distributed,
                        functional, inference, lipschitz, runlock, smoothing, training)
 from hycas_jax.config import data_kwargs
 
@@ -53,11 +53,11 @@ def resolve_settings(certify_config, **overrides) -> dict:
                                         "max_examples", "margin", "margin_samples",
                                         "logit_bound", "seed")}
     s.update({k: v for k, v in overrides.items() if v is not None})
-    s["sigma"] = smoothing.validate_sigma(s["sigma"])
-    s["alpha"] = smoothing.validate_alpha(s["alpha"])
+    s["sigma"] = checks.validate_sigma(s["sigma"])
+    s["alpha"] = checks.validate_alpha(s["alpha"])
     for name in ("n0", "n", "batch_size", "skip", "margin_samples"):
-        s[name] = smoothing.validate_count(s[name], name)
-    s["seed"] = smoothing.validate_count(s["seed"], "seed", 0)
+        s[name] = checks.validate_count(s[name], name)
+    s["seed"] = checks.validate_count(s["seed"], "seed", 0)
     if s["max_examples"] is not None and s["max_examples"] <= 0:
         s["max_examples"] = None
     s["margin"] = bool(s["margin"])

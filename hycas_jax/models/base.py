@@ -10,7 +10,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from hycas_jax import heads, images
+from hycas_jax import checks, heads
 from hycas_jax.activations import get_activation
 from hycas_jax.rani import RANI
 
@@ -43,8 +43,8 @@ class Classifier(nnx.Module):
 
     def check_input(self, x) -> None:
         """Clear errors for the mistakes a caller can make at the entry point; never
-        forces a traced value (`images.check_images`)."""
-        images.check_images(x, image_shape=self.image_shape, pixel_range=False)
+        forces a traced value (`checks.check_images`)."""
+        checks.check_images(x, image_shape=self.image_shape, pixel_range=False)
 
     def __call__(self, x: jax.Array, key: jax.Array | None = None) -> jax.Array:
         """x: float (B, H, W, C) raw pixels in [0, 1]; key: PRNG key. -> logits (B, classes)."""

@@ -1,4 +1,5 @@
-"""The one check of an image batch at the library's public entry points.
+"""The checks of the library's public entry points: one for image batches, one per
+kind of numeric argument. Each raises ValueError naming the problem.
 
 Images are float NHWC batches of raw pixels in [0, 1]. Shape and dtype are
 checked always; the values (NaN, range) only when they are concrete on this
@@ -10,7 +11,11 @@ from __future__ import annotations
 
 from typing import Optional, Sequence
 
+import math
+import operator
+
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 
@@ -49,3 +54,37 @@ def check_images(x, *, image_shape: Optional[Sequence[int]] = None,
     if pixel_range and (values.min() < 0.0 or values.max() > 1.0):
         raise ValueError(f"x must be raw pixels in [0, 1], got range "
                          f"[{values.min()}, {values.max()}]")
+
+
+def validate_images(x) -> jax.Array:
+    """Checks a batch of raw-pixel images (`check_images`); returns it as float32."""
+    check_images(x)
+    return jnp.asarray(x, jnp.float32)
+
+
+def validate_count(value, name: str, minimum: int = 1) -> int:
+    """Checks an integer argument >= minimum (and small enough for int32 counts)."""
+    try:
+        if isinstance(value, (bool, np.bool_)):
+            raise TypeError
+        value = operator.index(value)  # ints, numpy and concrete JAX integer scalars
+    except TypeError:
+        raise ValueError(f"{name} must be an integer, got {value!r}") from None
+    if not minimum <= value < 2 ** 31:
+        raise ValueError(f"{name} must be in [{minimum}, 2**31), got {value}")
+    return int(value)
+
+
+def validate_alpha(alpha) -> float:
+    """Checks a failure probability in the open interval (0, 1)."""
+    if not 0.0 < float(alpha) < 1.0:
+        raise ValueError(f"alpha must be in (0, 1), got {alpha}")
+    return float(alpha)
+
+
+def validate_sigma(sigma, allow_zero: bool = False) -> float:
+    """Checks the input-noise level: finite and > 0 (>= 0 when allow_zero)."""
+    sigma = float(sigma)
+    if not math.isfinite(sigma) or sigma < 0.0 or (sigma == 0.0 and not allow_zero):
+        raise ValueError(f"sigma must be finite and {'>=' if allow_zero else '>'} 0, got {sigma}")
+    return sigma
