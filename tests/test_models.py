@@ -132,3 +132,11 @@ def test_full_size_resnet18_builds_and_runs():
     out = jax.jit(logits_fn)(params, jnp.zeros((2, 32, 32, 3)), jax.random.key(1))
     assert out.shape == (2, 10)
     assert np.isfinite(lipschitz.network_bound(model))
+
+
+def test_build_takes_the_model_config_only():
+    from hycas_jax.config import experiment
+    config = experiment("digits8x8")
+    with pytest.raises(ValueError, match="pass config.model"):
+        models.build(config, key=jax.random.key(0))
+    assert models.build(config.model, key=jax.random.key(0)).image_shape == (8, 8, 1)

@@ -1,4 +1,4 @@
-"""Model construction from a config: `build(config, *, key)`.
+"""Model construction from a model config: `build(cfg, *, key)`.
 
 The model config (`config.model` of an experiment, or a bare ConfigDict) has:
 
@@ -88,10 +88,12 @@ def validate(cfg) -> None:
             raise ValueError(f"widths must be even for the MaxMin/GroupSort activation, got {odd}")
 
 
-def build(config, *, key: jax.Array) -> Classifier:
-    """Builds the model named by `config` (a model config, or an experiment
-    config with a `.model` field). Parameters are drawn from `key`."""
-    cfg = config.model if "model" in config else config
+def build(cfg, *, key: jax.Array) -> Classifier:
+    """Builds the model a model config describes (an experiment's `config.model`, or
+    `default_config(...)`). Parameters are drawn from `key`."""
+    if "model" in cfg:
+        raise ValueError("models.build takes a model config: pass config.model, not the "
+                         "whole experiment config")
     validate(cfg)
     if not jax.dtypes.issubdtype(key.dtype, jax.dtypes.prng_key):
         key = jax.random.wrap_key_data(key)  # legacy uint32 PRNGKey
