@@ -15,6 +15,7 @@ cannot be read back raises `CheckpointError` naming the path and the step.
 from __future__ import annotations
 
 import json
+import math
 from typing import Any, Optional
 
 import grain
@@ -155,16 +156,15 @@ class Checkpointer:
         back, with `iterator` (if given) set to that step's position of this process;
         step None (and `target`, {}) when there is none at all. Nothing is deleted."""
         steps = sorted(self.manager.all_steps(), reverse=True)
-        newest_error = None
-        for i, step in enumerate(steps):
+        found = self._newest_intact(target, below=math.inf, iterator=iterator)
+        if found is not None:
+            step, state, meta = found
+            return step, state, meta, [s for s in steps if s > step]
+        if steps:  # none reads back: the newest step's own error
             try:
-                state, meta = self._read(target, step, iterator)
+                self._read(target, steps[0], iterator)
             except CheckpointError as e:
-                newest_error = newest_error or e
-                continue
-            return step, state, meta, steps[:i]
-        if newest_error is not None:
-            raise CheckpointError(f"{newest_error}; no earlier step is intact") from newest_error
+                raise CheckpointError(f"{e}; no earlier step is intact") from e.__cause__
         return None, target, {}, []
 
     def set_aside(self, step: int) -> str:
@@ -186,10 +186,12 @@ class Checkpointer:
         self.manager.reload()
         return str(target)
 
-    def _newest_intact(self, target, *, below: int) -> Optional[tuple[int, Any, dict]]:
+    def _newest_intact(self, target, *, below, iterator=None
+                       ) -> Optional[tuple[int, Any, dict]]:
+        """(step, state, meta) of the newest step below `below` that reads back, or None."""
         for step in sorted((s for s in self.manager.all_steps() if s < below), reverse=True):
             try:
-                return (step, *self._read(target, step))
+                return (step, *self._read(target, step, iterator))
             except CheckpointError:
                 continue
         return None

@@ -51,8 +51,7 @@ def run(prog: str, define: Callable, body: Callable, argv: Sequence[str]) -> int
         except flags.Error as e:
             raise UsageError(str(e)) from None
         except AttributeError as e:  # ml_collections: an override of a field the config lacks
-            raise UsageError("--config override: the config has no field "
-                             f"{str(e).strip(_QUOTES)!r}") from None
+            raise _no_field(e) from None
         body(fv)
     except (UsageError, *USER_ERRORS) as e:
         print(f"{prog}: error: {one_line(e)}", file=sys.stderr)
@@ -120,8 +119,7 @@ def loaded_config(fv: flags.FlagValues) -> ml_collections.ConfigDict:
         config = fv.config
         config.keys()
     except AttributeError as e:
-        raise UsageError(f"--config override: the config has no field "
-                         f"{str(e).strip(_QUOTES)!r}") from None
+        raise _no_field(e) from None
     except Exception as e:  # the config file itself fails to import or to build
         raise UsageError(f"--config: {type(e).__name__}: {one_line(e)}") from None
     return config
@@ -157,6 +155,12 @@ def merge_flag(name: str, flag_value, config_value, *, overridden: bool):
         raise UsageError(f"--{name}={flag_value!r} and its --config override "
                          f"{config_value!r} disagree; give one")
     return flag_value
+
+
+def _no_field(error: AttributeError) -> UsageError:
+    """ml_collections' AttributeError for an override of a field the config lacks."""
+    return UsageError(f"--config override: the config has no field "
+                      f"{str(error).strip(_QUOTES)!r}")
 
 
 def _argv_value(argv: Sequence[str], name: str):
