@@ -14,13 +14,14 @@ attack_summary.json, robust_accuracy.md/.png. See `hycas_jax.evaluation.attack_r
 """
 from absl import flags, logging
 
-from hycas_jax import cli
-from hycas_jax.evaluation import attack_run
+from hycas_jax.evaluation import ATTACKS, RULES, AttackSettings, attack_workdir
+from hycas_jax.runtime import cli
 
-# flag -> (config.attack field, attack_workdir argument)
-SETTINGS = {"eps": ("eps", "eps_list"), "norm": ("norm", "norm"), "n_iter": ("n_iter", "n_iter"),
-            "eot_iter": ("eot_iter", "eot_iter"), "max": ("max_examples", "max_examples"),
-            "vote_samples": ("vote_samples", "vote_samples"), "seed": ("seed", "seed")}
+# flag -> AttackSettings field (config.attack's, where the config has it)
+SETTINGS = {"eps": "eps", "norm": "norm", "n_iter": "n_iter", "eot_iter": "eot_iter",
+            "max": "max_examples", "vote_samples": "vote_samples", "seed": "seed",
+            "stride": "stride", "attacks": "attacks", "rules": "rules",
+            "batch_size": "batch_size", "vote_sigma": "vote_sigma", "repeats": "repeats"}
 
 
 def define(fv: flags.FlagValues, argv) -> None:
@@ -35,10 +36,10 @@ def define(fv: flags.FlagValues, argv) -> None:
     flags.DEFINE_integer("stride", None, "Every stride-th test image (default: spread the N "
                          "images evenly over the split, so a label-sorted split gives every "
                          "class).", flag_values=fv)
-    flags.DEFINE_list("attacks", ["apgd-ce", "apgd-dlr", "autoattack"],
-                      f"Attacks, from {', '.join(attack_run.ATTACKS)}.", flag_values=fv)
-    flags.DEFINE_list("rules", list(attack_run.RULES), "Decision rules scored: single, vote.",
-                      flag_values=fv)
+    flags.DEFINE_list("attacks", None, f"Attacks, from {', '.join(ATTACKS)} (default: "
+                      f"{','.join(AttackSettings.attacks)}).", flag_values=fv)
+    flags.DEFINE_list("rules", None, f"Decision rules scored, from {', '.join(RULES)} "
+                      "(default: all).", flag_values=fv)
     flags.DEFINE_integer("batch_size", None, "Images per attacked batch (default 100).",
                          flag_values=fv)
     flags.DEFINE_integer("vote_samples", None, "Passes per vote.", flag_values=fv)
@@ -68,20 +69,15 @@ def body(fv: flags.FlagValues) -> None:
     changed = cli.config_overrides(fv, ("attack", "dataset.data_dir"), "attack.py")
     given = {flag: fv[flag].value for flag in SETTINGS}
     given["eps"] = _eps(given["eps"])
-    settings = {arg: cli.merge_flag(flag, given[flag], fv.config.attack.get(field),
-                                    overridden=f"attack.{field}" in changed)
-                for flag, (field, arg) in SETTINGS.items()}
-    if settings["eps_list"] is not None:
-        settings["eps_list"] = [float(e) for e in settings["eps_list"]]
-    # Checked before the (slow) model restore, so a typo fails at once.
-    attack_run.check_options(eps_list=settings["eps_list"], norm=settings["norm"],
-                             attacks=fv.attacks, rules=fv.rules)
+    flagged = {field: cli.merge_flag(flag, given[flag], fv.config.attack.get(field),
+                                     overridden=f"attack.{field}" in changed)
+               for flag, field in SETTINGS.items()}
+    # The workdir's config with the --config overrides, then the short flags; checked
+    # here, before the (slow) model restore, so a typo fails at once.
+    settings = AttackSettings.from_config(fv.config, **flagged)
     cli.start_runtime(fv)
-    attack_run.attack_workdir(
-        fv.workdir, attacks=tuple(fv.attacks), rules=tuple(fv.rules), batch_size=fv.batch_size,
-        vote_sigma=fv.vote_sigma, repeats=fv.repeats, out_dir=fv.out_dir, step=fv.step,
-        progress=fv.progress, stride=fv.stride, data_dir=changed.get("dataset.data_dir"),
-        **settings)
+    attack_workdir(fv.workdir, settings, step=fv.step, out_dir=fv.out_dir,
+                   data_dir=changed.get("dataset.data_dir"), progress=fv.progress)
 
 
 def run(argv) -> int:

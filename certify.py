@@ -15,13 +15,15 @@ spread over all their devices, and process 0 writes and prints. Outputs go to --
 """
 from absl import flags, logging
 
-from hycas_jax import cli, dct
-from hycas_jax.evaluation import certify_workdir
+from hycas_jax.evaluation import CertifySettings, certify_workdir
+from hycas_jax.nn import dct
+from hycas_jax.runtime import cli
 
-# flag -> config.certify field
+# flag -> CertifySettings field (config.certify's, where the config has it)
 SETTINGS = {"sigma": "sigma", "n0": "n0", "n": "n", "alpha": "alpha", "batch_size": "batch_size",
             "skip": "skip", "max": "max_examples", "margin": "margin",
-            "margin_samples": "margin_samples", "logit_bound": "logit_bound", "seed": "seed"}
+            "margin_samples": "margin_samples", "logit_bound": "logit_bound", "seed": "seed",
+            "lowpass_form": "lowpass_form"}
 
 
 def define(fv: flags.FlagValues, argv) -> None:
@@ -60,13 +62,14 @@ def define(fv: flags.FlagValues, argv) -> None:
 def body(fv: flags.FlagValues) -> None:
     logging.set_verbosity(logging.WARNING)  # orbax logs every restore at INFO
     changed = cli.config_overrides(fv, ("certify", "dataset.data_dir"), "certify.py")
-    settings = {field: cli.merge_flag(flag, fv[flag].value, fv.config.certify.get(field),
-                                      overridden=f"certify.{field}" in changed)
-                for flag, field in SETTINGS.items()}
+    flagged = {field: cli.merge_flag(flag, fv[flag].value, fv.config.certify.get(field),
+                                     overridden=f"certify.{field}" in changed)
+               for flag, field in SETTINGS.items()}
+    # The workdir's config with the --config overrides, then the short flags.
+    settings = CertifySettings.from_config(fv.config, **flagged)
     cli.start_runtime(fv)
-    summary = certify_workdir(
-        fv.workdir, out_dir=fv.out_dir, step=fv.step, lowpass_form=fv.lowpass_form,
-        data_dir=changed.get("dataset.data_dir"), progress=fv.progress, **settings)
+    summary = certify_workdir(fv.workdir, settings, step=fv.step, out_dir=fv.out_dir,
+                              data_dir=changed.get("dataset.data_dir"), progress=fv.progress)
     if summary is None:  # not process 0 of a multi-process run: it prints nothing
         return
     print(f"{summary['num_images']} images, step {summary['settings']['step']}, "

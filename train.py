@@ -13,7 +13,8 @@ finished run. Several hosts: run the same command on every host with
 """
 from absl import flags, logging
 
-from hycas_jax import cli, training
+from hycas_jax import training
+from hycas_jax.runtime import cli
 
 DEFAULT_CONFIG = "configs/mnist.py"
 

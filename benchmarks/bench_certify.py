@@ -1,7 +1,7 @@
 """Certification: Monte Carlo samples/s of ours vs the PyTorch reference, the
 certified results of both on the same images, and the achieved FLOP rate.
 
-Ours is `smoothing.sample_stats` (all chunks in one jitted call); the
+Ours is `montecarlo.sample_stats` (all chunks in one jitted call); the
 reference is Cohen et al.'s loop over batches of noisy copies in PyTorch
 eager, NCHW and channels_last. One image per call, as certification runs.
 """
@@ -19,9 +19,11 @@ from scipy import stats
 import bench_profile
 import common
 import torch_reference
-from hycas_jax import dct, freeze, functional, rng, smoothing
-from hycas_jax import stats as hstats
-from hycas_jax.streams import FDPAN
+from hycas_jax import freeze, functional, rng
+from hycas_jax.certification import montecarlo, smoothing
+from hycas_jax.nn import dct
+from hycas_jax.certification import stats as hstats
+from hycas_jax.models.fdpan import FDPAN
 
 MATMUL_SIZE = {"cpu": 2048, "gpu": 8192}  # big enough to reach the backend's peak
 
@@ -77,10 +79,10 @@ def _torch_image(image: np.ndarray) -> torch.Tensor:
 
 
 def _ours(model, image, classes: int, *, num: int, chunk: int, sigma: float):
-    """A thunk running our certification pass (`smoothing.sample_stats`) of `model`
+    """A thunk running our certification pass (`montecarlo.sample_stats`) of `model`
     on one image: `num` samples in chunks of `chunk`, always the same key."""
     logits_fn, params = functional(model)
-    return lambda: smoothing.sample_stats(logits_fn, params, image, jax.random.key(0),
+    return lambda: montecarlo.sample_stats(logits_fn, params, image, jax.random.key(0),
                                           num_classes=classes, sigma=sigma, num=num,
                                           chunk_size=chunk)
 
@@ -252,7 +254,7 @@ def logit_agreement(name: str, *, batch: int = 4) -> list:
     """Largest |ours - torch| / max |logit| on the benchmark device for the same weights
     and the same noise (JAX's draws replayed into torch): once at each library's default
     precision (TF32 convolutions on recent GPUs) and once at full float32. Ours is the
-    frozen model that is benchmarked (`hycas_jax.inference`); the reference is built
+    frozen model that is benchmarked (`hycas_jax.nn.frozen`); the reference is built
     from the original, so this also checks that freezing keeps the function."""
     config, _, _, _, model = common.jax_model(name)
     device = common.torch_reference_device()

@@ -14,7 +14,8 @@ import time
 import jax
 
 import common
-from hycas_jax import freeze, functional, smoothing
+from hycas_jax import freeze, functional
+from hycas_jax.certification import smoothing
 
 COMPILE_EVENTS = ("/jax/core/compile/jaxpr_trace_duration",
                   "/jax/core/compile/jaxpr_to_mlir_module_duration",

@@ -24,7 +24,8 @@ import jax
 import jax.numpy as jnp
 
 import common
-from hycas_jax import freeze, functional, rng, smoothing
+from hycas_jax import freeze, functional, rng
+from hycas_jax.certification import montecarlo
 
 
 @contextlib.contextmanager
@@ -86,7 +87,7 @@ def rng_share(name: str, *, chunk: int, repeats: int) -> dict:
 
 def _certification_pass(name: str, chunk: int, rounds: int, sigma: float = 0.25):
     """The jitted Monte Carlo pass certification runs (`rounds` chunks of `chunk`
-    samples of one image, as `smoothing.sample_stats` calls it), and its arguments.
+    samples of one image, as `montecarlo.sample_stats` calls it), and its arguments.
     Profiling the real pass counts what XLA hoists out of the chunk loop (the
     parameters' orthogonal matrices and normalized kernels) once, as it runs."""
     config, _, _, _, model = common.jax_model(name)
@@ -94,7 +95,7 @@ def _certification_pass(name: str, chunk: int, rounds: int, sigma: float = 0.25)
     image = jnp.asarray(common.images(config.model.image_shape, 1))
     num = chunk * rounds
     static = dict(num_classes=config.model.num_classes, split=num, num=num, chunk_size=chunk)
-    fn = jax.jit(lambda params, keys, sigma, bound: smoothing._monte_carlo(
+    fn = jax.jit(lambda params, keys, sigma, bound: montecarlo.counting_pass(
         logits_fn, params, image, keys, sigma, bound, **static))
     return fn, (params, jax.random.key(1)[None], jnp.float32(sigma), jnp.float32(jnp.inf))
 

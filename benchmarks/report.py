@@ -212,7 +212,7 @@ def markdown(results: dict) -> str:
             ("best / einsum", "best_gain", ".2f"),
             ("logit change, matmul", "matmul_max_logit_change", ".1e"),
             ("logit change, kron", "kron_max_logit_change", ".1e")])
-        out += ["The same map computed three ways (`hycas_jax.dct.lowpass`): one einsum, the "
+        out += ["The same map computed three ways (`hycas_jax.nn.dct.lowpass`): one einsum, the "
                 "model's default; two batched matmuls along the memory layout; one matmul by the "
                 "Kronecker product of the two projections. The logit change (largest change against "
                 "einsum on the same noise, relative to the largest logit) is float rounding: float32 on a CPU; "

@@ -33,7 +33,8 @@ import bench_profile
 import bench_train
 import common
 import report
-from hycas_jax import dct, freeze, functional
+from hycas_jax import freeze, functional
+from hycas_jax.nn import dct
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 SMALL = ("small_cnn 28x28x1", "small_cnn 32x32x3")

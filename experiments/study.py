@@ -183,32 +183,34 @@ def method_config(profile: dict, job: Job) -> ml_collections.ConfigDict:
 
 def run_job(profile: dict, job: Job, root: Path, *, progress: bool = False) -> dict:
     """Trains, certifies and attacks one job (each stage skipped when finished)."""
-    from hycas_jax.evaluation import attack_run, certify_run
-    from hycas_jax.training import loop
+    from hycas_jax import training
+    from hycas_jax.evaluation import (AttackSettings, CertifySettings, attack_workdir,
+                                      certify_paths, certify_workdir)
 
     workdir = job.workdir(root)
     timings = {}
     if not (workdir / "final_metrics.json").exists():
         start = time.perf_counter()
-        loop.train(method_config(profile, job), str(workdir), progress=progress)
+        training.train(method_config(profile, job), str(workdir), progress=progress)
         timings["train_s"] = time.perf_counter() - start
     for sigma in job.certify_sigmas:
-        summary = certify_run.output_paths(workdir, sigma)["summary"]
+        summary = certify_paths(workdir, sigma)["summary"]
         if not (summary.exists() and "certificates" in json.loads(summary.read_text())):
             start = time.perf_counter()
-            certify_run.certify_workdir(workdir, sigma=sigma, progress=progress)
+            certify_workdir(
+                workdir, CertifySettings.of_workdir(workdir, sigma=sigma), progress=progress)
             timings[f"certify_sigma{sigma:g}_s"] = time.perf_counter() - start
     if job.attack:
         a = profile["attack"]
         out = workdir / "attack"
         if not (out / "attack_summary.json").exists():
             start = time.perf_counter()
-            attack_run.attack_workdir(
-                workdir, eps_list=list(a["eps"]), n_iter=a["n_iter"], eot_iter=a["eot_iter"],
-                attacks=a["attacks"], max_examples=a["max_examples"],
+            settings = AttackSettings.of_workdir(
+                workdir, eps=tuple(a["eps"]), n_iter=a["n_iter"], eot_iter=a["eot_iter"],
+                attacks=tuple(a["attacks"]), max_examples=a["max_examples"],
                 batch_size=a.get("batch_size", a["max_examples"]),
-                vote_samples=a["vote_samples"], repeats=a["repeats"], out_dir=out,
-                progress=progress, quiet=True)
+                vote_samples=a["vote_samples"], repeats=a["repeats"])
+            attack_workdir(workdir, settings, out_dir=out, progress=progress, quiet=True)
             timings["attack_s"] = time.perf_counter() - start
     if timings:
         with open(workdir / "study_timings.jsonl", "a") as f:
@@ -216,7 +218,7 @@ def run_job(profile: dict, job: Job, root: Path, *, progress: bool = False) -> d
     return timings
 
 
-def _git_commit() -> str:
+def git_commit() -> str:
     import subprocess
     try:
         out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
@@ -255,7 +257,7 @@ def run_study(profile_name: str, root, *, methods: Iterable[str] = tuple(METHODS
     meta_path = root / "study.json"
     # The code each invocation ran with: a resumed study may span commits.
     commits = json.loads(meta_path.read_text()).get("commits", []) if meta_path.exists() else []
-    commits.append(_git_commit())
+    commits.append(git_commit())
     meta_path.write_text(json.dumps(
         {"profile": profile_name, "settings": profile, "commits": commits,
          "methods": {k: dataclasses.asdict(METHODS[k]) for k in dict.fromkeys(j.method for j in todo)},

@@ -6,7 +6,7 @@ raw pixels in [0, 1] and a PRNG key. `functional(model)` turns a Flax NNX
 model into that form; smoothing, certificates and attacks accept any such
 function. For inference, `functional(freeze(model))` computes the weights that
 layers derive from their parameters once instead of in every forward pass
-(see `hycas_jax.inference`).
+(see `hycas_jax.nn.frozen`).
 """
 from __future__ import annotations
 
@@ -14,8 +14,8 @@ import functools
 
 from flax import nnx
 
-from hycas_jax.inference import freeze
-from hycas_jax.streams import reverse_mode_only
+from hycas_jax.nn.frozen import freeze
+from hycas_jax.nn.depthwise import reverse_mode_only
 
 __version__ = "0.1.0"
 

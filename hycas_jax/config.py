@@ -6,7 +6,7 @@ field can be overridden on the command line (`--config.training.sigma=0.5`).
 
 Sections: `dataset` (name, data_dir, kwargs), `model` (see
 `hycas_jax.models`), `training`, `certify`, `attack`, `mesh` (device mesh
-axis sizes, see `hycas_jax.distributed.make_mesh`).
+axis sizes, see `hycas_jax.runtime.distributed.make_mesh`).
 """
 from __future__ import annotations
 

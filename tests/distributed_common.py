@@ -4,13 +4,15 @@ import jax
 import numpy as np
 from flax import nnx
 
-from hycas_jax import data, smoothing, training
+import hycas_jax
+from hycas_jax import data, training
+from hycas_jax.certification import smoothing
 from tiny_config import get_config
 
 NUM_STEPS = 3
 CERTIFY = dict(n0=20, n=200, alpha=1e-3, batch_size=16)  # 13 chunks: uneven over the devices
 CERTIFY_RUN = dict(n0=20, n=200, batch_size=16, margin_samples=48, max_examples=3)
-ATTACK_RUN = dict(eps_list=[0.0, 0.1], n_iter=2, eot_iter=1, max_examples=4, batch_size=4,
+ATTACK_RUN = dict(eps=(0.0, 0.1), n_iter=2, eot_iter=1, max_examples=4, batch_size=4,
                   attacks=("apgd-ce",), rules=("single",), repeats=2)
 
 
@@ -29,8 +31,7 @@ def leaves(model) -> dict:
 
 def certify_images(model, num_classes: int, sigma: float, mesh) -> dict:
     """CERTIFY on the first 3 test images, key fold_in(key(7), i) for image i."""
-    graphdef, params = nnx.split(model)
-    logits_fn = lambda p, x, key: nnx.merge(graphdef, p)(x, key)  # noqa: E731
+    logits_fn, params = hycas_jax.functional(model)
     batch = next(data.eval_batches("digits8x8", batch_size=3, process_index=0, process_count=1))
     out = {}
     for i, x in enumerate(batch["image"]):

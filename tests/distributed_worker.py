@@ -26,7 +26,7 @@ import jax  # noqa: E402
 MODE = sys.argv[1]
 jax.config.update("jax_num_cpu_devices", 2 if MODE == "process" else 8)
 
-from hycas_jax import distributed  # noqa: E402
+from hycas_jax.runtime import distributed  # noqa: E402
 
 if MODE == "process":  # before anything starts the XLA backend (some imports below do)
     distributed.initialize(sys.argv[4], int(sys.argv[5]), int(sys.argv[6]))
@@ -34,8 +34,10 @@ if MODE == "process":  # before anything starts the XLA backend (some imports be
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
-from hycas_jax import smoothing, training  # noqa: E402
-from hycas_jax.evaluation import attack_workdir, certify_workdir  # noqa: E402
+from hycas_jax import training  # noqa: E402
+from hycas_jax.certification import montecarlo, smoothing
+from hycas_jax.evaluation import (AttackSettings, CertifySettings, attack_workdir,  # noqa: E402
+                                  certify_workdir)
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import distributed_common as common  # noqa: E402
@@ -56,7 +58,7 @@ def certify_mode(out_path):
         kw = dict(num_classes=5, sigma=0.25, batch_size=7, mesh=m)
         r = smoothing.certify(toy_logits, params, x, jax.random.key(3), n0=30, n=500, **kw)
         p = smoothing.predict(toy_logits, params, x, jax.random.key(4), n=300, **kw)
-        s = smoothing.sample_stats(toy_logits, params, x, jax.random.key(5), num=100,
+        s = montecarlo.sample_stats(toy_logits, params, x, jax.random.key(5), num=100,
                                    chunk_size=7, num_classes=5, sigma=0.25, logit_bound=2.0,
                                    mesh=m)
         out.update({f"{k}_{name}": v for k, v in r._asdict().items()})
@@ -92,10 +94,11 @@ def process_mode(out_path, workdir, *start_up):
     model, _, _ = training.restore_model(workdir, mesh=mesh)
     result = {**common.certify_workdir(workdir, mesh), **common.leaves(model)}
     # certify.py's and attack.py's runs: samples over both processes' devices, one log.
-    summary = certify_workdir(workdir, out_dir=os.path.join(workdir, "cert"), progress=False,
-                              **common.CERTIFY_RUN)
+    summary = certify_workdir(workdir, CertifySettings.of_workdir(workdir, **common.CERTIFY_RUN),
+                              out_dir=os.path.join(workdir, "cert"), progress=False)
     assert (summary is None) == (jax.process_index() != 0)
-    attack = attack_workdir(workdir, progress=False, quiet=True, **common.ATTACK_RUN)
+    attack = attack_workdir(workdir, AttackSettings.of_workdir(workdir, **common.ATTACK_RUN),
+                            progress=False, quiet=True)
     assert (attack is None) == (jax.process_index() != 0)
     if jax.process_index() == 0:
         np.savez(out_path, **result)

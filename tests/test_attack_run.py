@@ -16,15 +16,16 @@ import pytest
 from scipy import stats
 
 from hycas_jax import config as configs
-from hycas_jax import data, smoothing, training
+from hycas_jax import data, training
+from hycas_jax.certification import smoothing
 from hycas_jax.attacks import score_vote
-from hycas_jax.evaluation import attack_run
+from hycas_jax.evaluation import AttackSettings, attack_run, attacker
 
 REPO = Path(__file__).resolve().parents[1]
 EPS = (0.0, 0.1, 0.3)
 # Small enough to compile and run in well under a minute on 2 CPU cores.
-RUN = dict(eps_list=EPS, attacks=("apgd-ce",), rules=("single", "vote"), max_examples=16,
-           batch_size=16, n_iter=3, eot_iter=2, vote_samples=16, repeats=4, progress=False)
+RUN = dict(eps=EPS, attacks=("apgd-ce",), rules=("single", "vote"), max_examples=16,
+           batch_size=16, n_iter=3, eot_iter=2, vote_samples=16, repeats=4)
 CLI_RUN = ["--eps", ",".join(map(str, EPS)), "--attacks", "apgd-ce", "--rules", "single,vote",
            "--max", "16", "--batch_size", "16", "--n_iter", "3", "--eot_iter", "2",
            "--vote_samples", "16", "--repeats", "4", "--progress=false"]
@@ -43,9 +44,15 @@ def workdir(tmp_path_factory):
     return path
 
 
+def _attack(workdir, out_dir=None):
+    """attack_workdir with the workdir config's settings and RUN over them."""
+    return attack_run.attack_workdir(workdir, AttackSettings.of_workdir(workdir, **RUN),
+                                     out_dir=out_dir, progress=False)
+
+
 @pytest.fixture(scope="module")
 def first_run(workdir):
-    return attack_run.attack_workdir(workdir, **RUN)
+    return _attack(workdir)
 
 
 def _accuracy(summary, rule):
@@ -88,7 +95,7 @@ def test_robust_accuracy_does_not_rise_with_eps(first_run):
 def test_rerun_does_no_new_work(workdir, first_run):
     log = workdir / "attack" / "attacks.jsonl"
     before = log.read_text()
-    again = attack_run.attack_workdir(workdir, **RUN)
+    again = _attack(workdir)
     assert again["units_run"] == 0 and log.read_text() == before
     assert _results(again) == _results(first_run)
 
@@ -100,7 +107,7 @@ def test_kill_mid_line_loses_only_that_unit(workdir, first_run, tmp_path):
     lost = next(i for i, line in enumerate(lines) if '"clean"' in line and '"vote"' in line)
     kept = lines[:lost] + lines[lost + 1:]
     (tmp_path / "attacks.jsonl").write_text("".join(kept) + lines[lost][:40])
-    resumed = attack_run.attack_workdir(workdir, out_dir=tmp_path, **RUN)
+    resumed = _attack(workdir, out_dir=tmp_path)
     assert resumed["units_run"] == 1
     assert _results(resumed) == _results(first_run)
 
@@ -122,11 +129,11 @@ def test_cli_runs_and_resumes(workdir, first_run):
 
 def test_autoattack_version_follows_the_target():
     fn = lambda params, x, key: x.reshape(x.shape[0], -1)
-    deterministic = attack_run.make_target(fn, stochastic=False)
-    assert attack_run.attack_label("autoattack", deterministic) == "autoattack-standard"
-    assert attack_run.attack_label("autoattack", attack_run.make_target(
+    deterministic = attacker.make_target(fn, stochastic=False)
+    assert attacker.attack_label("autoattack", deterministic) == "autoattack-standard"
+    assert attacker.attack_label("autoattack", attacker.make_target(
         fn, stochastic=False, sigma=0.25)) == "autoattack-rand"
-    assert attack_run.attack_label("apgd-ce", deterministic) == "apgd-ce"
+    assert attacker.attack_label("apgd-ce", deterministic) == "apgd-ce"
 
 
 K, SIGMA, RADIUS, ALPHA, M = 4, 0.25, 0.15, 0.001, 500
@@ -146,8 +153,8 @@ def test_vote_robust_accuracy_at_least_certified_accuracy():
     y = np.asarray(jnp.argmax(x.reshape(64, -1) @ w + params[1], axis=1))  # noiseless labels
     cert = smoothing.certify(noisy_linear, params, x, jax.random.key(2), num_classes=K,
                              sigma=SIGMA, n0=64, n=2000, alpha=ALPHA, batch_size=500)
-    target = attack_run.make_target(noisy_linear, stochastic=True, sigma=SIGMA)
-    x_adv = attack_run.run_attack("apgd-ce", target, params, x, y, jax.random.key(3), norm="l2",
+    target = attacker.make_target(noisy_linear, stochastic=True, sigma=SIGMA)
+    x_adv = attacker.run_attack("apgd-ce", target, params, x, y, jax.random.key(3), norm="l2",
                                   eps=RADIUS, n_iter=20, eot_iter=16)
     assert np.all(np.linalg.norm(np.asarray(x_adv - x).reshape(64, -1), axis=1) <= RADIUS + 1e-5)
     clean = score_vote(noisy_linear, params, x, y, jax.random.key(4), m=M, sigma=SIGMA)

@@ -4,7 +4,7 @@ import pytest
 from flax import nnx
 
 from conftest import dense_matrix, top_singular_value
-from hycas_jax.block import HyCASBlock
+from hycas_jax.models.block import HyCASBlock
 
 HW = (6, 6)
 

@@ -1,4 +1,4 @@
-"""Tests for hycas_jax.certificates: the Lipschitz margin certificate and hybrid reports."""
+"""Tests for hycas_jax.certification.margin: the Lipschitz margin certificate and hybrid reports."""
 import math
 import os
 
@@ -10,7 +10,9 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 from scipy import stats  # noqa: E402
 
-from hycas_jax import certificates, certify_report, smoothing  # noqa: E402
+from hycas_jax.certification import smoothing  # noqa: E402
+from hycas_jax.certification import margin
+from hycas_jax.reporting import certify_report
 
 SHAPE = (4, 4, 1)
 NUM_CLASSES = 3
@@ -52,18 +54,18 @@ def test_margin_radius_is_sound_and_tight(lipschitz):
     offsets = np.array([[0.5, 0.0, -0.2], [0.0, 0.35, 0.1], [0.1, -0.3, 0.6], [0.0, 0.0, 0.0]])
     params, x, z = make_problem(lipschitz, offsets)
     alpha = 1e-3
-    result = certificates.margin_certify(
+    result = margin.margin_certify(
         orthogonal_logits, params, x, jax.random.key(0), num_classes=NUM_CLASSES,
         lipschitz=lipschitz, logit_bound=BOUND, num_samples=NUM_SAMPLES, alpha=alpha,
         batch_size=5000)
     distance = true_distance(z, lipschitz)
-    margin = distance * math.sqrt(2) * lipschitz
+    true_margin = distance * math.sqrt(2) * lipschitz
     np.testing.assert_array_equal(result.prediction, [0, 1, 2, -1])
     assert np.all(result.radius <= distance)
-    assert np.all(result.margin_lower <= margin)
+    assert np.all(result.margin_lower <= true_margin)
     # Only the Hoeffding term (8b sqrt(log((K-1)/alpha) / 2n) ~ 0.11) separates them.
-    hoeffding = certificates.hoeffding_deviation(NUM_SAMPLES, 4 * BOUND, alpha / 2)
-    assert np.all(result.margin_lower[:3] >= margin[:3] - 1.5 * hoeffding)
+    hoeffding = margin.hoeffding_deviation(NUM_SAMPLES, 4 * BOUND, alpha / 2)
+    assert np.all(result.margin_lower[:3] >= true_margin[:3] - 1.5 * hoeffding)
     # Exactly that term (clipped-logit differences span 4b) plus float32 rounding (< 1e-3).
     mean = np.sort(result.logit_mean[:3], axis=1)
     np.testing.assert_allclose(result.margin_lower[:3], mean[:, -1] - mean[:, -2] - hoeffding,
@@ -83,7 +85,7 @@ def test_margin_certifies_the_clipped_classifier():
         spike = jnp.where(jax.random.uniform(key) < 0.6, 5.0, -5.0)
         return jnp.zeros((x.shape[0], 2)).at[:, 0].set(spike)
 
-    result = certificates.margin_certify(
+    result = margin.margin_certify(
         spiky_logits, {}, jnp.full((1,) + SHAPE, 0.5), jax.random.key(1), num_classes=2,
         lipschitz=1.0, logit_bound=BOUND, num_samples=NUM_SAMPLES, alpha=1e-3, batch_size=5000)
     assert result.logit_mean[0, 0] == pytest.approx(0.2, abs=0.03)
@@ -98,7 +100,7 @@ def test_hoeffding_overconfidence_rate_at_most_delta(delta):
     hits = np.random.default_rng(2).binomial(n, p, size=trials)
     means = BOUND * (2 * hits / n - 1)
     true_mean = BOUND * (2 * p - 1)
-    t = certificates.hoeffding_deviation(n, 2 * BOUND, delta)
+    t = margin.hoeffding_deviation(n, 2 * BOUND, delta)
     failures = int(np.sum(means - t > true_mean))
     assert stats.binomtest(failures, trials, delta, alternative="greater").pvalue > 1e-3
 
@@ -118,31 +120,31 @@ GOOD = dict(num_classes=NUM_CLASSES, lipschitz=1.0, logit_bound=BOUND, n0=4,
 def test_margin_certify_rejects_bad_arguments(override, name):
     params, x, _ = make_problem(1.0, np.array([[0.3, 0.0, 0.0]]))
     with pytest.raises(ValueError, match=rf"\b{name}\b"):
-        certificates.margin_certify(orthogonal_logits, params, x, jax.random.key(0),
+        margin.margin_certify(orthogonal_logits, params, x, jax.random.key(0),
                                     **{**GOOD, **override})
 
 
 def test_margin_certify_rejects_bad_images():
     params, _, _ = make_problem(1.0, np.array([[0.3, 0.0, 0.0]]))
     with pytest.raises(ValueError, match=r"\bx\b"):
-        certificates.margin_certify(orthogonal_logits, params, jnp.full((1,) + SHAPE, 2.0),
+        margin.margin_certify(orthogonal_logits, params, jnp.full((1,) + SHAPE, 2.0),
                                     jax.random.key(0), **GOOD)
 
 
 def cert(classifier, prediction, radius, alpha=5e-4, method="m"):
-    return certificates.Certificate(classifier, method, np.array(prediction),
+    return margin.Certificate(classifier, method, np.array(prediction),
                                     np.array(radius, np.float64), alpha)
 
 
 def test_combine_same_classifier_takes_max_and_adds_alpha():
     a = cert("g", [1, 2, -1, 0, -1], [0.5, 0.1, 0.0, 0.3, 0.0], method="rs")
     b = cert("g", [1, 2, 3, 1, -1], [0.2, 0.4, 0.7, 0.9, 0.0], method="margin")
-    combined = certificates.combine_same_classifier([a, b])
+    combined = margin.combine_same_classifier([a, b])
     np.testing.assert_array_equal(combined.prediction, [1, 2, 3, -1, -1])  # 0 vs 1 conflict
     np.testing.assert_array_equal(combined.radius, [0.5, 0.4, 0.7, 0.0, 0.0])
     assert combined.alpha == pytest.approx(1e-3) and combined.method == "rs + margin"
     with pytest.raises(ValueError, match="different classifiers"):
-        certificates.combine_same_classifier([a, cert("Z", [1] * 5, [1.0] * 5)])
+        margin.combine_same_classifier([a, cert("Z", [1] * 5, [1.0] * 5)])
 
 
 def test_hybrid_report_names_classifiers_and_splits_alpha():
@@ -159,7 +161,7 @@ def test_hybrid_report_names_classifiers_and_splits_alpha():
 
 def test_smoothing_and_margin_certificates_name_their_classifier():
     result = smoothing.CertifyResult(np.array([1]), np.array([0.4]), None, None, None)
-    rs = certificates.smoothing_certificate(result, sigma=0.25, alpha=1e-3)
+    rs = margin.smoothing_certificate(result, sigma=0.25, alpha=1e-3)
     assert "sigma = 0.25" in rs.classifier and rs.method == "randomized smoothing"
 
 
@@ -174,7 +176,7 @@ def test_deterministic_margin_certificate_is_exact():
         del key
         return (x.reshape(x.shape[0], -1) - 0.5) @ params["w"].T
 
-    result = certificates.margin_certify(
+    result = margin.margin_certify(
         exact_logits, params, x, jax.random.key(0), num_classes=NUM_CLASSES,
         lipschitz=lipschitz, logit_bound=BOUND, alpha=1e-3, batch_size=10, stochastic=False)
     distance = true_distance(z, lipschitz)
@@ -194,9 +196,9 @@ def test_margin_passes_run_at_full_float32_precision_and_say_so(stochastic):
         seen.append(jax.config.jax_default_matmul_precision)
         return orthogonal_logits(params, x, key)
 
-    result = certificates.margin_certify(
+    result = margin.margin_certify(
         recording_logits, params, x, jax.random.key(0), num_classes=NUM_CLASSES, lipschitz=1.5,
         logit_bound=BOUND, n0=8, num_samples=16, batch_size=8, stochastic=stochastic)
-    assert seen and set(seen) == {certificates.MARGIN_PRECISION} == {"float32"}
+    assert seen and set(seen) == {margin.MARGIN_PRECISION} == {"float32"}
     assert "float32 matmuls" in result.classifier
     assert jax.config.jax_default_matmul_precision is None  # restored afterwards

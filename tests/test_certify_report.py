@@ -1,10 +1,12 @@
-"""Tests for hycas_jax.certify_report: resumable TSV logs, certified accuracy, ACR, plots."""
+"""Tests for the certification log (hycas_jax.runtime.records) and hycas_jax.reporting.certify_report:
+resumable TSV logs, certified accuracy, ACR, plots."""
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from hycas_jax import certify_report as report
+from hycas_jax.reporting import certify_report as report
+from hycas_jax.runtime.records import RecordLog, certify_log
 
 REFERENCE = (Path(__file__).resolve().parents[1] / "experiments" / "reference"
              / "cohen2019_cifar10_resnet110")
@@ -17,10 +19,10 @@ def row(idx, predict=1, radius=0.5, label=1):
 
 
 def test_log_round_trips_radius_at_full_precision(tmp_path):
-    log = report.CertifyLog(tmp_path / "log.tsv", EXTRA)
+    log = certify_log(tmp_path / "log.tsv", EXTRA)
     radius = 0.1 + 0.2  # 0.30000000000000004: a short format would lose it
-    log.append(**row(0, radius=radius))
-    log.append(**row(7, predict=-1, radius=0.0))
+    log.append(row(0, radius=radius))
+    log.append(row(7, predict=-1, radius=0.0))
     lines = (tmp_path / "log.tsv").read_text().splitlines()
     assert lines[0] == "idx\tlabel\tpredict\tradius\tcorrect\ttime\tpA\tcount"
     columns = report.read_log(tmp_path / "log.tsv")
@@ -32,22 +34,22 @@ def test_log_round_trips_radius_at_full_precision(tmp_path):
 
 def test_log_resumes_and_drops_a_truncated_last_line(tmp_path):
     path = tmp_path / "log.tsv"
-    log = report.CertifyLog(path, EXTRA)
+    log = certify_log(path, EXTRA)
     for idx in range(3):
-        log.append(**row(idx))
+        log.append(row(idx))
     with open(path, "a") as f:
         f.write("3\t1\t1\t0.4")  # an interrupted write
-    resumed = report.CertifyLog(path, EXTRA)
-    assert resumed.finished == {0, 1, 2}
-    resumed.append(**row(3))
+    resumed = certify_log(path, EXTRA)
+    assert set(resumed.records) == {0, 1, 2}
+    resumed.append(row(3))
     np.testing.assert_array_equal(report.read_log(path)["idx"], [0, 1, 2, 3])
-    with pytest.raises(ValueError, match="idx 2"):
-        resumed.append(**row(2))
+    with pytest.raises(ValueError, match="2 is already in"):
+        resumed.append(row(2))
 
 
 def test_read_log_ignores_truncated_line_but_not_corrupt_rows(tmp_path):
     path = tmp_path / "log.tsv"
-    report.CertifyLog(path).append(**{k: v for k, v in row(0).items() if k not in EXTRA})
+    certify_log(path).append({k: v for k, v in row(0).items() if k not in EXTRA})
     with open(path, "a") as f:
         f.write("1\t2")
     assert len(report.read_log(path)["idx"]) == 1
@@ -59,11 +61,11 @@ def test_read_log_ignores_truncated_line_but_not_corrupt_rows(tmp_path):
 
 def test_log_rejects_wrong_header_and_wrong_row(tmp_path):
     path = tmp_path / "log.tsv"
-    report.CertifyLog(path, EXTRA)
+    certify_log(path, EXTRA)
     with pytest.raises(ValueError, match="columns"):
-        report.CertifyLog(path, ("margin_radius",))
+        certify_log(path, ("margin_radius",))
     with pytest.raises(ValueError, match="columns"):
-        report.CertifyLog(path, EXTRA).append(idx=0, label=1)
+        certify_log(path, EXTRA).append(dict(idx=0, label=1))
 
 
 def test_certified_accuracy_and_acr_by_hand():
@@ -89,9 +91,9 @@ def test_markdown_table_and_plot(tmp_path):
 
 def test_log_curves_finds_margin_columns(tmp_path):
     path = tmp_path / "log.tsv"
-    log = report.CertifyLog(path, ("margin_predict", "margin_radius"))
-    log.append(**{k: v for k, v in row(0).items() if k not in EXTRA},
-               margin_predict=1, margin_radius=0.125)
+    log = certify_log(path, ("margin_predict", "margin_radius"))
+    log.append({**{k: v for k, v in row(0).items() if k not in EXTRA},
+                "margin_predict": 1, "margin_radius": 0.125})
     curves = report.log_curves(report.read_log(path))
     assert set(curves) == {"RS", "margin"}
     assert curves["margin"][2][0] == 0.125
@@ -105,3 +107,20 @@ def test_reads_cohen_reference_logs():
     np.testing.assert_allclose(accuracy, [0.748, 0.428])  # Cohen et al. report ~75% and ~43%
     # The sigma = 0.12 log writes time as H:MM:SS.ffffff.
     assert report.read_log(REFERENCE / "sigma_0.12.tsv")["time"][0] == pytest.approx(13.73608)
+
+
+def test_json_lines_log_resumes_by_key_and_refuses_a_repeated_unit(tmp_path):
+    path = tmp_path / "units.jsonl"
+    key = lambda r: (r["attack"], r["eps"])  # noqa: E731
+    log = RecordLog(path, key=key)
+    log.append({"attack": "apgd-ce", "eps": 0.1, "correct": [1, 0]})
+    with open(path, "a") as f:
+        f.write('{"attack": "apgd-ce", "eps": 0.2, "corr')  # an interrupted write
+    resumed = RecordLog(path, key=key)
+    assert resumed.records == {("apgd-ce", 0.1): {"attack": "apgd-ce", "eps": 0.1,
+                                                  "correct": [1, 0]}}
+    assert ("apgd-ce", 0.1) in resumed and ("apgd-ce", 0.2) not in resumed
+    with pytest.raises(ValueError, match="already in"):
+        resumed.append({"attack": "apgd-ce", "eps": 0.1, "correct": [1, 1]})
+    resumed.append({"attack": "apgd-ce", "eps": 0.2, "correct": [0, 0]})
+    assert len(path.read_text().splitlines()) == 2

@@ -15,13 +15,16 @@ import numpy as np
 import pytest
 
 import hycas_jax
-from hycas_jax import certificates, certify_report, checkpointing, data, smoothing, training
+from hycas_jax import data, training
+from hycas_jax.certification import margin, smoothing
+from hycas_jax.reporting import certify_report
+from hycas_jax.runtime import checkpointing, records
 from hycas_jax.config import experiment
-from hycas_jax.evaluation import certify_run, certify_workdir
+from hycas_jax.evaluation import CertifySettings, certifier, certify_workdir
 
 ROOT = Path(__file__).resolve().parent.parent
 N0, N, BATCH = 16, 64, 32
-FAST = dict(n0=N0, n=N, batch_size=BATCH, margin_samples=N, progress=False)
+FAST = dict(n0=N0, n=N, batch_size=BATCH, margin_samples=N)
 # Columns whose values are timings, so they differ between otherwise identical runs.
 TIMES = ("time", "margin_time")
 
@@ -43,8 +46,14 @@ def workdir(tmp_path_factory):
 def fresh8(workdir, tmp_path_factory):
     """The log of one uninterrupted run over images 0-7."""
     out = tmp_path_factory.mktemp("fresh8")
-    certify_workdir(workdir, out_dir=out, max_examples=8, **FAST)
+    _certify(workdir, out_dir=out, max_examples=8, **FAST)
     return certify_report.read_log(out / "certify_sigma0.25.tsv")
+
+
+def _certify(workdir, out_dir=None, **settings):
+    """certify_workdir with the workdir config's settings and `settings` over them."""
+    return certify_workdir(workdir, CertifySettings.of_workdir(workdir, **settings),
+                           out_dir=out_dir, progress=False)
 
 
 def _log(out):
@@ -58,10 +67,10 @@ def _assert_same_results(log, reference, rows):
 
 
 def test_end_to_end(workdir, tmp_path):
-    summary = certify_workdir(workdir, out_dir=tmp_path, max_examples=3, **FAST)
+    summary = _certify(workdir, out_dir=tmp_path, max_examples=3, **FAST)
     log = _log(tmp_path)
-    assert tuple(log) == (certify_report.COHEN_COLUMNS + certify_run.RS_COLUMNS
-                          + certify_run.MARGIN_COLUMNS)
+    assert tuple(log) == (records.COHEN_COLUMNS + certifier.RS_COLUMNS
+                          + certifier.MARGIN_COLUMNS)
     np.testing.assert_array_equal(log["idx"], [0, 1, 2])
     source, _ = data.get_source("digits8x8", "test")
     np.testing.assert_array_equal(log["label"], [source[i]["label"] for i in range(3)])
@@ -76,7 +85,7 @@ def test_end_to_end(workdir, tmp_path):
     assert np.all(log["margin_lower"][~certified] <= 0)
 
     assert summary["num_images"] == 3 and set(summary["certificates"]) >= {"RS", "margin"}
-    assert certificates.smoothed_classifier(0.25) in summary["table"]
+    assert margin.smoothed_classifier(0.25) in summary["table"]
     assert f"L = {L:.6g}" in summary["table"] and "abstain" in summary["table"]
     assert json.loads((tmp_path / "certify_sigma0.25_summary.json").read_text()) == summary
     assert (tmp_path / "certify_sigma0.25.png").read_bytes()[:4] == b"\x89PNG"
@@ -96,17 +105,17 @@ def test_row_is_cohen_certify_with_the_image_key(workdir, fresh8):
 
 
 def test_skip_takes_every_skip_th_image(workdir, tmp_path, fresh8):
-    certify_workdir(workdir, out_dir=tmp_path, skip=3, max_examples=3, **FAST)
+    _certify(workdir, out_dir=tmp_path, skip=3, max_examples=3, **FAST)
     log = _log(tmp_path)
     np.testing.assert_array_equal(log["idx"], [0, 3, 6])
     _assert_same_results(log, fresh8, [0, 3, 6])
 
 
 def test_resume_appends_and_matches_an_uninterrupted_run(workdir, tmp_path, fresh8):
-    certify_workdir(workdir, out_dir=tmp_path, max_examples=4, **FAST)
+    _certify(workdir, out_dir=tmp_path, max_examples=4, **FAST)
     path = tmp_path / "certify_sigma0.25.tsv"
     first = path.read_text()
-    certify_workdir(workdir, out_dir=tmp_path, max_examples=8, **FAST)
+    _certify(workdir, out_dir=tmp_path, max_examples=8, **FAST)
     assert path.read_text().startswith(first)
     log = _log(tmp_path)
     np.testing.assert_array_equal(log["idx"], np.arange(8))
@@ -129,25 +138,25 @@ def test_interrupted_run_resumes_without_repeats(workdir, tmp_path, fresh8, monk
 
     monkeypatch.setattr(smoothing, "certify", crash_on_third_image)
     with pytest.raises(_Crash):
-        certify_workdir(workdir, out_dir=tmp_path, max_examples=6, **FAST)
+        _certify(workdir, out_dir=tmp_path, max_examples=6, **FAST)
     monkeypatch.undo()
     path = tmp_path / "certify_sigma0.25.tsv"
     assert len(path.read_text().splitlines()) == 3  # header + 2 images
     with open(path, "a") as f:  # and a row cut short by a kill mid-write
         f.write("2\t3\t-1\t0.0")
-    certify_workdir(workdir, out_dir=tmp_path, max_examples=6, **FAST)
+    _certify(workdir, out_dir=tmp_path, max_examples=6, **FAST)
     log = _log(tmp_path)
     np.testing.assert_array_equal(log["idx"], np.arange(6))
     _assert_same_results(log, fresh8, np.arange(6))
 
 
 def test_resuming_with_other_settings_is_refused(workdir, tmp_path):
-    certify_workdir(workdir, out_dir=tmp_path, max_examples=1, **FAST)
+    _certify(workdir, out_dir=tmp_path, max_examples=1, **FAST)
     before = (tmp_path / "certify_sigma0.25.tsv").read_bytes()
     with pytest.raises(ValueError, match=r"n: 64 -> 128"):
-        certify_workdir(workdir, out_dir=tmp_path, max_examples=2, **dict(FAST, n=2 * N))
+        _certify(workdir, out_dir=tmp_path, max_examples=2, **dict(FAST, n=2 * N))
     with pytest.raises(ValueError, match=r"lowpass_form: 'einsum' -> 'kron'"):
-        certify_workdir(workdir, out_dir=tmp_path, max_examples=2, lowpass_form="kron", **FAST)
+        _certify(workdir, out_dir=tmp_path, max_examples=2, lowpass_form="kron", **FAST)
     assert (tmp_path / "certify_sigma0.25.tsv").read_bytes() == before
 
 
@@ -163,12 +172,12 @@ def test_resuming_with_other_settings_is_refused(workdir, tmp_path):
 ])
 def test_bad_settings_are_named(workdir, tmp_path, setting, value, message):
     with pytest.raises(ValueError, match=message):
-        certify_workdir(workdir, out_dir=tmp_path, **dict(FAST, **{setting: value}))
+        _certify(workdir, out_dir=tmp_path, **dict(FAST, **{setting: value}))
     assert not list(tmp_path.iterdir())
 
 
 def test_another_low_pass_form_certifies_alike(workdir, tmp_path, fresh8):
-    summary = certify_workdir(workdir, out_dir=tmp_path, max_examples=3, lowpass_form="kron", **FAST)
+    summary = _certify(workdir, out_dir=tmp_path, max_examples=3, lowpass_form="kron", **FAST)
     assert summary["settings"]["lowpass_form"] == "kron"
     log = _log(tmp_path)
     # The same map up to float32 rounding, the same noise: the same certificates, up to a
@@ -185,7 +194,7 @@ def test_data_that_does_not_match_the_model_is_refused(workdir, tmp_path):
     config["dataset"]["name"] = "mnist5k"  # 28x28 images for an 8x8 model
     (copy / checkpointing.CONFIG_FILE).write_text(json.dumps(config))
     with pytest.raises(ValueError, match="images have shape"):
-        certify_workdir(copy, **FAST)
+        _certify(copy, **FAST)
     assert not list(copy.glob("certify_*"))
 
 
@@ -213,8 +222,8 @@ def test_cli_certifies(workdir, tmp_path):
     proc = _cli("--workdir", workdir, "--out_dir", tmp_path, "--max", 2, "--n0", N0, "--n", N,
                 "--batch_size", BATCH, "--no-margin")
     assert proc.returncode == 0, proc.stderr
-    assert f"| RS: {certificates.smoothed_classifier(0.25)} |" in proc.stdout
-    assert tuple(_log(tmp_path)) == certify_report.COHEN_COLUMNS + certify_run.RS_COLUMNS
+    assert f"| RS: {margin.smoothed_classifier(0.25)} |" in proc.stdout
+    assert tuple(_log(tmp_path)) == records.COHEN_COLUMNS + certifier.RS_COLUMNS
 
 
 @pytest.mark.subprocess

@@ -1,4 +1,4 @@
-"""hycas_jax.compilation_cache: the switch the command-line tools use.
+"""hycas_jax.runtime.compilation_cache: the switch the command-line tools use.
 
 The end-to-end check (a rerun of certify.py compiles nothing anew) is in
 tests/test_certify_run.py; the training runs of tests/test_training.py share
@@ -7,7 +7,7 @@ the session's cache (tests/conftest.py).
 import jax
 import pytest
 
-from hycas_jax import compilation_cache
+from hycas_jax.runtime import compilation_cache
 
 OPTIONS = ("jax_enable_compilation_cache", "jax_compilation_cache_dir",
            "jax_persistent_cache_min_compile_time_secs")

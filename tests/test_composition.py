@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 
 import hycas_jax
-from hycas_jax import models, smoothing
+from hycas_jax import models
+from hycas_jax.certification import smoothing
 
 
 def _tiny_model():

@@ -3,7 +3,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from hycas_jax import dct
+from hycas_jax.nn import dct
 
 
 @pytest.mark.parametrize("n", [1, 4, 7, 28])

@@ -1,4 +1,4 @@
-"""Tests for hycas_jax.distributed and the sharded training and certification paths.
+"""Tests for hycas_jax.runtime.distributed and the sharded training and certification paths.
 
 This pytest process has one CPU device; runs on 8 simulated devices or on 2
 processes happen in subprocesses (tests/distributed_worker.py), whose results
@@ -15,8 +15,10 @@ import numpy as np
 import portpicker
 import pytest
 
-from hycas_jax import data, distributed, smoothing, training
-from hycas_jax.evaluation import attack_workdir, certify_workdir
+from hycas_jax import data, training
+from hycas_jax.certification import smoothing
+from hycas_jax.runtime import distributed
+from hycas_jax.evaluation import AttackSettings, CertifySettings, attack_workdir, certify_workdir
 from hycas_jax.training import loop
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -149,7 +151,8 @@ def test_two_processes_train_and_certify_like_one(tmp_path):
     _assert_same_certification(res, common.certify_workdir(str(workdir)))
     # certify.py's run over both processes: the rows of a one-process run, written once.
     one = tmp_path / "one"
-    certify_workdir(str(workdir), out_dir=str(one), progress=False, **common.CERTIFY_RUN)
+    certify_workdir(str(workdir), CertifySettings.of_workdir(workdir, **common.CERTIFY_RUN),
+                    out_dir=str(one), progress=False)
     two_log = (workdir / "cert" / "certify_sigma0.25.tsv").read_text().splitlines()
     one_log = (one / "certify_sigma0.25.tsv").read_text().splitlines()
     assert len(two_log) == len(one_log) == 4
@@ -158,8 +161,8 @@ def test_two_processes_train_and_certify_like_one(tmp_path):
     assert untimed(two_log) == untimed(one_log)
     # attack.py's run: process 0 attacks and writes, the other waits; the numbers of one.
     two_attack = json.loads((workdir / "attack" / "attack_summary.json").read_text())
-    one_attack = attack_workdir(str(workdir), out_dir=str(tmp_path / "attack1"), progress=False,
-                                quiet=True, **common.ATTACK_RUN)
+    one_attack = attack_workdir(str(workdir), AttackSettings.of_workdir(workdir, **common.ATTACK_RUN),
+                                out_dir=str(tmp_path / "attack1"), progress=False, quiet=True)
     assert two_attack["table"] == one_attack["table"]
     assert os.path.exists(workdir / "metrics.jsonl")
     lines = open(workdir / "metrics.jsonl").read().splitlines()

@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from hycas_jax import checkpointing, files
+from hycas_jax.runtime import checkpointing, files
 from hycas_jax.training import metrics
 
 import tiny_config

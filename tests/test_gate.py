@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from hycas_jax.gate import ConvexGate
+from hycas_jax.models.gate import ConvexGate
 
 
 def test_gate_is_a_per_channel_convex_combination():
@@ -49,7 +49,7 @@ def test_a_stream_level_gate_is_bounded_by_the_max_stream_bound():
 
 
 def test_the_no_gate_ablation_averages_the_streams_and_is_not_trained():
-    from hycas_jax.block import HyCASBlock
+    from hycas_jax.models.block import HyCASBlock
     block = HyCASBlock(2, 4, input_hw=(6, 6), gate="uniform", rngs=nnx.Rngs(0))
     params = nnx.state(block, nnx.Param)
     assert not any("gate" in str(path) for path, _ in nnx.to_flat_state(params))

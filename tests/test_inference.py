@@ -1,4 +1,4 @@
-"""hycas_jax.inference.freeze: derived weights computed once, same function, sound bounds."""
+"""hycas_jax.nn.frozen.freeze: derived weights computed once, same function, sound bounds."""
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -6,8 +6,10 @@ import pytest
 from flax import nnx
 
 import hycas_jax
-from hycas_jax import inference, lipschitz, models, smoothing, snc
-from hycas_jax.streams import FDPAN
+from hycas_jax import models
+from hycas_jax.certification import montecarlo
+from hycas_jax.nn import conv, frozen as frozen_lib, lipschitz
+from hycas_jax.models.fdpan import FDPAN
 from test_models import _max_gain_by_gradient_ascent, _x, tiny
 
 
@@ -23,8 +25,8 @@ def _jaxpr_text(fn, *args) -> str:
 def test_frozen_model_computes_the_same_logits_and_bound(backbone, kind, rani):
     model = models.build(tiny(kind, rani, backbone=backbone), key=jax.random.key(0))
     frozen = hycas_jax.freeze(model)
-    assert frozen is not model and not inference.is_frozen(model)
-    assert inference.is_frozen(frozen) == (kind != "plain")  # a plain CNN derives nothing
+    assert frozen is not model and not frozen_lib.is_frozen(model)
+    assert frozen_lib.is_frozen(frozen) == (kind != "plain")  # a plain CNN derives nothing
     x, key = _x(tiny(backbone=backbone)), jax.random.key(4)
     ours, theirs = (jax.jit(f)(p, x, key) for f, p in (hycas_jax.functional(model),
                                                        hycas_jax.functional(frozen)))
@@ -50,9 +52,9 @@ def test_freeze_is_idempotent_and_leaves_the_original_trainable():
     model = models.build(tiny(), key=jax.random.key(1))
     frozen = hycas_jax.freeze(model)
     assert hycas_jax.freeze(frozen) is frozen
-    snc.power_iterate_all(model)  # the original still trains
+    conv.power_iterate_all(model)  # the original still trains
     with pytest.raises(RuntimeError, match="frozen for inference"):
-        snc.power_iterate_all(frozen)
+        conv.power_iterate_all(frozen)
 
 
 def test_frozen_bound_dominates_the_gain_found_by_gradient_ascent():
@@ -67,7 +69,7 @@ def test_frozen_and_original_certify_alike():
     cfg = tiny()
     model = models.build(cfg, key=jax.random.key(5))
     x = _x(cfg, 2)
-    results = [smoothing.sample_stats(*hycas_jax.functional(m), x, jax.random.key(6), num_classes=10,
+    results = [montecarlo.sample_stats(*hycas_jax.functional(m), x, jax.random.key(6), num_classes=10,
                                       sigma=0.25, num=512, chunk_size=128)
                for m in (model, hycas_jax.freeze(model))]
     # Same keys, same function up to float rounding: the votes can differ only where

@@ -6,9 +6,9 @@ import pytest
 from flax import nnx
 
 from conftest import dense_matrix, top_singular_value
-from hycas_jax import activations, heads
-from hycas_jax.orthogonal import OrthogonalMix
-from hycas_jax.snc import SNConv
+from hycas_jax.nn import activations, normalize
+from hycas_jax.nn.orthogonal import OrthogonalMix
+from hycas_jax.nn.conv import SNConv
 
 
 @pytest.mark.parametrize("cin,cout", [(3, 3), (2, 5), (6, 4)])
@@ -23,25 +23,25 @@ def test_orthogonal_mix_has_orthonormal_rows_or_columns(cin, cout):
 
 
 def test_lipschitz_linear_and_plain_linear_bounds():
-    lin = heads.LipschitzLinear(6, 4, rngs=nnx.Rngs(0))
+    lin = normalize.LipschitzLinear(6, 4, rngs=nnx.Rngs(0))
     exact = top_singular_value(dense_matrix(lambda x: lin(x) - lin(jnp.zeros_like(x)), (1, 6)))
     assert exact <= lin.lipschitz_bound() and exact == pytest.approx(1.0, rel=1e-5)
-    plain = heads.Linear(6, 4, rngs=nnx.Rngs(0))
+    plain = normalize.Linear(6, 4, rngs=nnx.Rngs(0))
     plain.weight[...] *= 7.0
     exact = top_singular_value(dense_matrix(lambda x: plain(x) - plain(jnp.zeros_like(x)), (1, 6)))
     assert exact <= plain.lipschitz_bound() <= exact * 1.001
 
 
 def test_pooling_and_normalization_bounds():
-    sum_norm = top_singular_value(dense_matrix(heads.sum_pool, (1, 4, 3, 2)))
+    sum_norm = top_singular_value(dense_matrix(normalize.sum_pool, (1, 4, 3, 2)))
     assert sum_norm == pytest.approx(1.0, rel=1e-6)
-    mean_norm = top_singular_value(dense_matrix(heads.mean_pool, (1, 4, 3, 2)))
-    assert mean_norm <= heads.mean_pool_bound((4, 3)) and mean_norm == pytest.approx(1 / np.sqrt(12))
-    norm = heads.Normalize((0.5, 0.2), (0.25, 0.5))
+    mean_norm = top_singular_value(dense_matrix(normalize.mean_pool, (1, 4, 3, 2)))
+    assert mean_norm <= normalize.mean_pool_bound((4, 3)) and mean_norm == pytest.approx(1 / np.sqrt(12))
+    norm = normalize.Normalize((0.5, 0.2), (0.25, 0.5))
     exact = top_singular_value(dense_matrix(lambda x: norm(x) - norm(jnp.zeros_like(x)), (1, 2, 2, 2)))
     assert exact <= norm.lipschitz_bound() and exact == pytest.approx(4.0, rel=1e-6)
     with pytest.raises(ValueError, match="std must be positive"):
-        heads.Normalize((0.0,), (0.0,))
+        normalize.Normalize((0.0,), (0.0,))
 
 
 def test_group_sort_is_a_1_lipschitz_permutation():
@@ -95,7 +95,7 @@ def test_snc_is_normalized_by_its_power_iteration_state_and_bounded():
 @pytest.mark.parametrize("scale", [0.0, 0.01, 0.1, 0.5, 3.0])
 def test_expm_skew_matches_a_float64_exponential(scale):
     import scipy.linalg
-    from hycas_jax.orthogonal import expm_skew
+    from hycas_jax.nn.orthogonal import expm_skew
     a = scale * jax.random.normal(jax.random.key(0), (48, 48))
     s = a - a.T
     q = np.asarray(expm_skew(s), np.float64)

@@ -5,7 +5,8 @@ import optax
 import pytest
 
 import hycas_jax
-from hycas_jax import lipschitz, models
+from hycas_jax import models
+from hycas_jax.nn import lipschitz
 
 
 def tiny(kind="hycas", rani="per_block", backbone="small_cnn", **overrides):

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from hycas_jax.rani import RANI
+from hycas_jax.models.rani import RANI
 
 
 def test_rani_matches_the_formula_and_ignores_the_input():

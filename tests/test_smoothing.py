@@ -1,4 +1,4 @@
-"""Tests for hycas_jax.smoothing: CERTIFY/PREDICT against exactly known smoothed classifiers."""
+"""Tests for hycas_jax.certification.smoothing: CERTIFY/PREDICT against exactly known smoothed classifiers."""
 import os
 
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
@@ -9,8 +9,8 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 from scipy import stats  # noqa: E402
 
-from hycas_jax import smoothing  # noqa: E402
-from hycas_jax import stats as hstats  # noqa: E402
+from hycas_jax.certification import montecarlo, smoothing  # noqa: E402
+from hycas_jax.certification import stats as hstats  # noqa: E402
 
 SHAPE = (4, 4, 1)
 SIGMA = 0.25
@@ -80,7 +80,7 @@ def noisy_pair():
 
 def test_counts_do_not_depend_on_chunk_size_and_tail_is_masked():
     params, x = noisy_pair()
-    runs = [smoothing.sample_counts(noisy_linear_logits, params, x, jax.random.key(3),
+    runs = [montecarlo.sample_counts(noisy_linear_logits, params, x, jax.random.key(3),
                                     num_classes=2, sigma=SIGMA, num=NUM, chunk_size=chunk)
             for chunk in (NUM, 100, 7, 5000)]
     for counts in runs:
@@ -110,13 +110,13 @@ def test_selection_and_estimation_in_one_executable_equal_two_passes():
     counting_logits = counting(noisy_linear_logits, traces)
     params, x = noisy_pair()
     key = jax.random.key(11)
-    first, second = smoothing.two_pass_stats(
+    first, second = montecarlo.two_pass_stats(
         counting_logits, params, x, key, num_classes=2, sigma=SIGMA, num_first=100,
         num_second=NUM, chunk_size=64)
     assert len(traces) == 1  # one executable for both passes
     k1, k2 = jax.random.split(key)
     for stats_, k, num in ((first, k1, 100), (second, k2, NUM)):
-        alone = smoothing.sample_stats(noisy_linear_logits, params, x, k, num_classes=2,
+        alone = montecarlo.sample_stats(noisy_linear_logits, params, x, k, num_classes=2,
                                        sigma=SIGMA, num=num, chunk_size=64)
         np.testing.assert_array_equal(stats_.counts, alone.counts)
         np.testing.assert_array_equal(stats_.counts.sum(axis=1), [num, num])
@@ -130,7 +130,7 @@ def test_selection_and_estimation_in_one_executable_equal_two_passes():
 
 def test_same_key_same_result_and_keys_matter():
     params, x = noisy_pair()
-    run = lambda key: smoothing.sample_counts(  # noqa: E731
+    run = lambda key: montecarlo.sample_counts(  # noqa: E731
         noisy_linear_logits, params, x, key, num_classes=2, sigma=SIGMA, num=NUM,
         chunk_size=100)
     np.testing.assert_array_equal(run(jax.random.key(5)), run(jax.random.key(5)))
@@ -142,7 +142,7 @@ def test_same_key_same_result_and_keys_matter():
 def test_stochastic_classifier_lanes_draw_independently():
     num_classes, num = 4, 4000
     x = jnp.full((2,) + SHAPE, 0.5)
-    counts = smoothing.sample_counts(random_class_logits, {}, x,
+    counts = montecarlo.sample_counts(random_class_logits, {}, x,
                                      jax.random.key(7), num_classes=num_classes, sigma=SIGMA,
                                      num=num, chunk_size=256)
     # Lanes sharing a key would pile every sample on one class per chunk.
@@ -156,7 +156,7 @@ def test_no_recompilation_between_images():
     counting_logits = counting(linear_logits, traces)
     params, x = noisy_pair()
     for shift in (0.0, 0.01, -0.02):
-        smoothing.sample_counts(counting_logits, params, x + shift, jax.random.key(8),
+        montecarlo.sample_counts(counting_logits, params, x + shift, jax.random.key(8),
                                 num_classes=2, sigma=SIGMA + shift, num=300, chunk_size=100)
     assert len(traces) == 1
 
@@ -226,7 +226,7 @@ def test_predict_and_sample_counts_reject_bad_arguments():
         smoothing.predict(linear_logits, params, x, jax.random.key(0), num_classes=2,
                           sigma=-0.5, n=10, batch_size=4)
     with pytest.raises(ValueError, match="chunk_size"):
-        smoothing.sample_counts(linear_logits, params, x, jax.random.key(0), num_classes=2,
+        montecarlo.sample_counts(linear_logits, params, x, jax.random.key(0), num_classes=2,
                                 sigma=SIGMA, num=10, chunk_size=0)
 
 
@@ -236,7 +236,7 @@ def test_clipped_logit_sums_stay_within_their_rounding_bound():
         return jnp.broadcast_to(jnp.array([0.1, 1 / 3, 5.0]), (x.shape[0], 3))
 
     num, bound = 100_000, 0.4
-    result = smoothing.sample_stats(constant_logits, {}, jnp.full((1,) + SHAPE, 0.5),
+    result = montecarlo.sample_stats(constant_logits, {}, jnp.full((1,) + SHAPE, 0.5),
                                     jax.random.key(10), num_classes=3, sigma=0.0, num=num,
                                     chunk_size=997, logit_bound=bound)
     exact = num * np.array([np.float32(0.1), np.float32(1 / 3), np.float32(bound)], np.float64)

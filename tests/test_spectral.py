@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from conftest import dense_matrix, top_singular_value
-from hycas_jax import spectral
+from hycas_jax.nn import spectral
 
 CASES = [  # (kernel, c_in, c_out, stride, padding, (H, W))
     (1, 3, 5, 1, "SAME", (5, 5)),

@@ -8,8 +8,12 @@ import pytest
 from flax import nnx
 
 from conftest import dense_matrix, top_singular_value
-from hycas_jax import dct, rng, spectral
-from hycas_jax.streams import FDPAN, RPFAN, SNCAN, random_projection_filters, reverse_mode_only
+from hycas_jax import rng
+from hycas_jax.nn import dct, spectral
+from hycas_jax.models.fdpan import FDPAN
+from hycas_jax.models.rpfan import RPFAN, random_projection_filters
+from hycas_jax.models.sncan import SNCAN
+from hycas_jax.nn.depthwise import reverse_mode_only
 
 HW, CIN, COUT = (6, 6), 2, 4
 
@@ -75,7 +79,7 @@ def test_rpfan_bound_holds_for_extreme_draws():
 @pytest.mark.parametrize("k,stride,hw", [(3, 2, (6, 6)), (3, 2, (7, 5)), (2, 2, (6, 6)), (5, 1, (6, 7))])
 def test_depthwise_random_filters_match_a_grouped_same_conv(k, stride, hw):
     # Same grid as the SNC streams: the gate adds the streams position by position.
-    from hycas_jax.streams import depthwise_conv
+    from hycas_jax.nn.depthwise import depthwise_conv
     x = jax.random.normal(jax.random.key(0), (2, *hw, 3))
     filters = random_projection_filters(jax.random.key(1), k, 3)
     expected = jax.lax.conv_general_dilated(
@@ -89,7 +93,7 @@ def test_depthwise_random_filters_match_a_grouped_same_conv(k, stride, hw):
 def test_depthwise_backward_matches_the_grouped_conv(k, stride, hw):
     # Under reverse_mode_only, depthwise_conv uses its own backward pass; with
     # or without it, gradients must be the grouped conv's.
-    from hycas_jax.streams import depthwise_conv, reverse_mode_only
+    from hycas_jax.nn.depthwise import depthwise_conv, reverse_mode_only
     x = jax.random.normal(jax.random.key(0), (2, *hw, 3))
     filters = jax.random.normal(jax.random.key(1), (k, k, 1, 3))
     grouped = lambda x, f: jax.lax.conv_general_dilated(

@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from hycas_jax import certify_report
-from hycas_jax.evaluation import certify_run
+from hycas_jax.reporting import certify_report
+from hycas_jax.evaluation import certify_paths
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "experiments"))
 import study  # noqa: E402
@@ -76,7 +76,7 @@ def test_smoke_study_report_regenerates_from_the_runs(tmp_path):
     # Certified accuracy at r = 0 of the RS baseline, re-scored from each seed's TSV.
     values = []
     for seed in study.PROFILES["smoke"]["seeds"]:
-        log = certify_run.output_paths(root / "runs" / "rs" / "sigma0.25" / f"seed{seed}",
+        log = certify_paths(root / "runs" / "rs" / "sigma0.25" / f"seed{seed}",
                                        0.25)["log"]
         rows = certify_report.read_log(log)
         assert len(rows["idx"]) == study.PROFILES["smoke"]["certify"]["max_examples"]

@@ -85,7 +85,7 @@ def test_inference_cache_matches_live_weights():
 
 def test_power_iteration_matches_jax():
     """One torch power-iteration step equals JAX's (vjp-based) step."""
-    from hycas_jax.snc import power_iterate_all
+    from hycas_jax.nn.conv import power_iterate_all
     model = _model("small_cnn")
     ref = torch_reference.from_jax(model)
     power_iterate_all(model)

@@ -10,7 +10,8 @@ import jax
 import numpy as np
 import pytest
 
-from hycas_jax import checkpointing, training
+from hycas_jax import training
+from hycas_jax.runtime import checkpointing
 from hycas_jax.training import metrics as training_metrics
 from hycas_jax.config import experiment
 
@@ -235,7 +236,7 @@ def _advanced(make, n):
 
 
 def test_a_second_uncoordinated_run_on_the_workdir_is_refused(tmp_path):
-    from hycas_jax import runlock
+    from hycas_jax.runtime import runlock
     workdir = tmp_path / "w"
     workdir.mkdir()
     lock = str(workdir / training.loop.LOCK_FILE)

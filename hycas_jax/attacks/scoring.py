@@ -17,7 +17,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from hycas_jax import checks, smoothing, stats
+from hycas_jax import checks
+from hycas_jax.certification import montecarlo, stats
 from hycas_jax.attacks import validation
 
 RULES = ("single", "vote")
@@ -76,10 +77,10 @@ def score_vote(logits_fn, params, x_adv, y, key, *, m=100, sigma=0.0, alpha=0.00
     """
     n_classes = _check(logits_fn, params, x_adv, y, key, m=m, alpha=alpha)
     validation.check_eps(sigma, "sigma")
-    # The smoothed classifier's own Monte Carlo pass (`smoothing.sample_counts`): vote j
+    # The smoothed classifier's own Monte Carlo pass (`montecarlo.sample_counts`): vote j
     # draws its noise and the model's randomness from fold_in(key, j).
     chunk = max(1, min(m, _VOTE_PASSES_PER_CHUNK // max(1, np.shape(x_adv)[0])))
-    counts = smoothing.sample_counts(logits_fn, params, x_adv, key, num_classes=n_classes,
+    counts = montecarlo.sample_counts(logits_fn, params, x_adv, key, num_classes=n_classes,
                                      sigma=sigma, num=m, chunk_size=chunk)
     prediction = counts.argmax(axis=1)
     decided = stats.vote_pvalue(counts) <= alpha

@@ -18,8 +18,8 @@ import jax
 import ml_collections
 from flax import nnx
 
-from hycas_jax.activations import ACTIVATIONS
-from hycas_jax.block import check_gate, check_rani, check_streams
+from hycas_jax.nn.activations import ACTIVATIONS
+from hycas_jax.models.block import check_gate, check_rani, check_streams
 from hycas_jax.models.base import Classifier
 from hycas_jax.models.resnet import ResNet18
 from hycas_jax.models.small_cnn import SmallCNN

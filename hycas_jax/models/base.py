@@ -10,9 +10,10 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from hycas_jax import checks, heads
-from hycas_jax.activations import get_activation
-from hycas_jax.rani import RANI
+from hycas_jax import checks
+from hycas_jax.nn import normalize
+from hycas_jax.nn.activations import get_activation
+from hycas_jax.models.rani import RANI
 
 
 class Classifier(nnx.Module):
@@ -25,13 +26,13 @@ class Classifier(nnx.Module):
         self.kind = cfg.kind
         self.activation_name = "relu" if cfg.kind == "plain" else cfg.activation
         self.final_hw = tuple(final_hw)
-        self.normalize = heads.Normalize(cfg.mean, cfg.std)
+        self.normalize = normalize.Normalize(cfg.mean, cfg.std)
         budgeted = cfg.kind == "hycas" and cfg.rani == "budgeted"
         self.final_rani = RANI(channels, "residual", rngs=rngs) if budgeted else None
         if cfg.kind == "plain":
-            self.head = heads.Linear(channels, self.num_classes, rngs=rngs)
+            self.head = normalize.Linear(channels, self.num_classes, rngs=rngs)
         else:
-            self.head = heads.LipschitzLinear(channels, self.num_classes, rngs=rngs)
+            self.head = normalize.LipschitzLinear(channels, self.num_classes, rngs=rngs)
 
     @property
     def stochastic(self) -> bool:
@@ -62,11 +63,11 @@ class Classifier(nnx.Module):
             with jax.named_scope("final_rani"):
                 h = self.final_rani(h, rani_key)
         with jax.named_scope("head"):
-            pooled = heads.mean_pool(h) if self.kind == "plain" else heads.sum_pool(h)
+            pooled = normalize.mean_pool(h) if self.kind == "plain" else normalize.sum_pool(h)
             return self.head(pooled)
 
     def pool_bound(self) -> float:
-        return heads.mean_pool_bound(self.final_hw) if self.kind == "plain" else 1.0
+        return normalize.mean_pool_bound(self.final_hw) if self.kind == "plain" else 1.0
 
     def lipschitz_bound(self) -> float:
         """Guaranteed l2 Lipschitz bound of x -> logits in raw pixels, for every key."""

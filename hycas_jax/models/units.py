@@ -14,8 +14,8 @@ from typing import Sequence
 import jax
 from flax import nnx
 
-from hycas_jax.block import HyCASBlock
-from hycas_jax.snc import PlainConv
+from hycas_jax.models.block import HyCASBlock
+from hycas_jax.nn.conv import PlainConv
 
 KINDS = ("hycas", "lipschitz", "plain")
 

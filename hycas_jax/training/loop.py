@@ -7,7 +7,7 @@ and the grain iterator's position is checkpointed with the model.
 
 The run uses the device mesh of `config.mesh` over all processes' devices:
 each process reads its own shard of the data, the batch is split over the
-`data` axis, the state is replicated (`hycas_jax.distributed`). Only process
+`data` axis, the state is replicated (`hycas_jax.runtime.distributed`). Only process
 0 writes config, metrics and logs; orbax coordinates checkpoint writes.
 """
 from __future__ import annotations
@@ -23,14 +23,15 @@ from absl import logging
 from flax import nnx
 from tqdm.auto import tqdm
 
-from hycas_jax import (checkpointing, data, distributed, files, lipschitz, logits_fn_for, models,
-                       runlock)
+from hycas_jax import data, logits_fn_for, models
+from hycas_jax.nn import lipschitz
+from hycas_jax.runtime import checkpointing, distributed, files, runlock
 from hycas_jax.attacks.pgd import pgd_unchecked
 from hycas_jax.config import data_kwargs
-from hycas_jax.snc import power_iterate_all
+from hycas_jax.nn.conv import power_iterate_all
 from hycas_jax.training.metrics import MetricsWriter
 from hycas_jax.training.optim import make_optimizer, make_schedule
-from hycas_jax.training.step import make_eval_fn, make_train_step, split_model
+from hycas_jax.training.step import make_eval_fn, make_train_step
 
 
 LOCK_FILE = ".train.lock"
@@ -66,6 +67,11 @@ def initial_state(config, mesh=None):
     if mesh is not None:
         state = distributed.replicate(state, mesh)
     return graphdef, state, tx
+
+
+def split_model(model: nnx.Module):
+    """-> (graphdef, params, rest): the trainable `nnx.Param`s and the other state."""
+    return nnx.split(model, nnx.Param, ...)
 
 
 def model_from_state(graphdef, state) -> nnx.Module:

@@ -2,7 +2,7 @@
 
 Every row is on disk when `write` returns: both files are appended and fsynced
 (the events synchronously, with tensorboardX's protos; its SummaryWriter queues
-them in a thread that a kill stops unflushed). Files go through `hycas_jax.files`,
+them in a thread that a kill stops unflushed). Files go through `hycas_jax.runtime.files`,
 so a `gs://` workdir works too. A run killed after its last checkpoint has logged rows
 that the resumed run logs again, from the same state: so on start at step T
 the writer first drops what was logged after T (rows and events with a larger
@@ -22,7 +22,7 @@ import time
 
 import jax
 
-from hycas_jax import files
+from hycas_jax.runtime import files
 
 FINAL_PREFIX = "final/"  # TensorBoard tags of the end-of-run evaluation
 _EVENTS_GLOB = "events.out.tfevents.*"

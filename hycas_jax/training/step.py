@@ -1,7 +1,7 @@
 """The jitted training step, written functionally over `nnx.split` state.
 
 A train state is the pytree {step, params, rest, opt_state}: `params` are the
-trainable `nnx.Param`s, `rest` the other model state (power-iteration vectors).
+trainable parameters, `rest` the other model state (power-iteration vectors).
 The step's randomness is `fold_in(root_key, step)`, split into one key per
 stream (input noise, model, attack), so a resumed run draws exactly what an
 uninterrupted one would.
@@ -18,14 +18,8 @@ import functools
 import jax
 import jax.numpy as jnp
 import optax
-from flax import nnx
-
-from hycas_jax import distributed, rng
-
-
-def split_model(model: nnx.Module):
-    """-> (graphdef, params, rest)."""
-    return nnx.split(model, nnx.Param, ...)
+from hycas_jax import rng
+from hycas_jax.runtime import distributed
 
 
 def _loss(logits, labels, temperature):

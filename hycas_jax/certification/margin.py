@@ -32,7 +32,8 @@ from typing import NamedTuple, Sequence
 import jax
 import numpy as np
 
-from hycas_jax import checks, smoothing
+from hycas_jax import checks
+from hycas_jax.certification import montecarlo, smoothing
 
 MARGIN_PRECISION = "float32"  # jax.default_matmul_precision of the margin certificate's passes
 
@@ -122,7 +123,7 @@ def _paper_form(margin_lower, certified, lipschitz) -> tuple[np.ndarray, str]:
             "Delta/(2L) = Delta/4 step does not hold")
 
 
-def margin_certify(logits_fn: smoothing.LogitsFn, params, x, key, *, num_classes: int,
+def margin_certify(logits_fn: montecarlo.LogitsFn, params, x, key, *, num_classes: int,
                    lipschitz: float, logit_bound: float, n0: int = 100,
                    num_samples: int = 100_000, alpha: float = 1e-3,
                    batch_size: int, mesh=None, stochastic: bool = True) -> MarginResult:
@@ -132,7 +133,7 @@ def margin_certify(logits_fn: smoothing.LogitsFn, params, x, key, *, num_classes
     every draw of Omega. n0 samples (an independent key) pick the class A;
     `num_samples` fresh samples estimate Z_b. With probability >= 1 - alpha per
     image, A is Z_b's argmax everywhere within `radius`. `mesh`: spread the
-    Monte Carlo samples over its devices (see `smoothing.sample_stats`).
+    Monte Carlo samples over its devices (see `montecarlo.sample_stats`).
 
     `stochastic=False` declares that logits_fn ignores its key (a deterministic
     network, e.g. the Lipschitz baseline): one pass gives Z_b exactly, so no
@@ -166,7 +167,7 @@ def _estimate(logits_fn, params, x, key, *, num_classes, bound, alpha, num_sampl
     """-> (selected class (B,), mean clipped logits (B, K), slack of the margin)."""
     if not stochastic:
         num_samples = 1
-        estimate = smoothing.sample_stats(
+        estimate = montecarlo.sample_stats(
             logits_fn, params, x, jax.random.split(key)[1], num_classes=num_classes, sigma=0.0,
             num=1, chunk_size=chunk_size, logit_bound=bound, mesh=mesh)
         top = estimate.logit_sum.argmax(axis=1)
@@ -174,7 +175,7 @@ def _estimate(logits_fn, params, x, key, *, num_classes, bound, alpha, num_sampl
     else:
         # n0 selection and num_samples estimation samples from the halves of
         # split(key), in one jitted call.
-        selection, estimate = smoothing.two_pass_stats(
+        selection, estimate = montecarlo.two_pass_stats(
             logits_fn, params, x, key, num_classes=num_classes, sigma=0.0, num_first=n0,
             num_second=num_samples, chunk_size=chunk_size, logit_bound=bound, mesh=mesh)
         top = selection.logit_sum.argmax(axis=1)

@@ -27,8 +27,8 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from hycas_jax import spectral
-from hycas_jax.inference import Frozen, frozen_or
+from hycas_jax.nn import spectral
+from hycas_jax.nn.frozen import Frozen, frozen_or
 
 
 class GateLogits(nnx.Variable):
@@ -46,7 +46,7 @@ class ConvexGate(nnx.Module):
         return frozen_or(self, "frozen_weights", lambda: jax.nn.softmax(self.logits[...], axis=0))
 
     def freeze(self) -> None:
-        """Stores the softmax weights (see `hycas_jax.inference`)."""
+        """Stores the softmax weights (see `hycas_jax.nn.frozen`)."""
         self.frozen_weights = Frozen(self.weights())
 
     def __call__(self, streams: Sequence[jax.Array]) -> jax.Array:

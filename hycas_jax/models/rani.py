@@ -9,7 +9,13 @@ learned per-channel (scale, shift) but never on the input. Two forms:
   in-block form, so that only one factor 2 enters the whole network).
 
 Both bounds hold for every key because M is in [0, 1] whatever omega is.
+
+`RandomizedStream` is the tail every HyCAS stream (SNCAN, FDPAN, RPFAN) shares:
+an optional RANI whose factor multiplies the stream's bound. With `rani=None`
+a stream has no RANI (the deterministic Lipschitz baseline).
 """
+from typing import Optional
+
 import jax
 import jax.numpy as jnp
 from flax import nnx
@@ -39,3 +45,16 @@ class RANI(nnx.Module):
 
     def lipschitz_bound(self) -> float:
         return FORMS[self.form]
+
+
+class RandomizedStream(nnx.Module):
+    """Shared tail: optional RANI, whose factor multiplies the stream's bound."""
+
+    def _init_rani(self, channels: int, rani: Optional[str], rngs: nnx.Rngs):
+        self.rani = RANI(channels, rani, rngs=rngs) if rani else None
+
+    def _apply_rani(self, h, key):
+        return h if self.rani is None else self.rani(h, key)
+
+    def _rani_bound(self) -> float:
+        return 1.0 if self.rani is None else self.rani.lipschitz_bound()

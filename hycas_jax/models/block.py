@@ -19,9 +19,13 @@ from typing import Sequence
 import jax
 from flax import nnx
 
-from hycas_jax.gate import ConvexGate
-from hycas_jax.rani import RANI
-from hycas_jax.streams import STREAMS, FDPAN
+from hycas_jax.models.fdpan import FDPAN
+from hycas_jax.models.gate import ConvexGate
+from hycas_jax.models.rani import RANI
+from hycas_jax.models.rpfan import RPFAN
+from hycas_jax.models.sncan import SNCAN
+
+STREAMS = {"sncan": SNCAN, "fdpan": FDPAN, "rpfan": RPFAN}
 
 RANI_PLACEMENTS = {"per_block": "residual", "budgeted": "averaged", "off": None}
 

@@ -20,8 +20,8 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from hycas_jax import spectral
-from hycas_jax.inference import Frozen, frozen_or
+from hycas_jax.nn import spectral
+from hycas_jax.nn.frozen import Frozen, frozen_or
 
 _TAYLOR_DEGREE = 18
 _THETA = 2.0  # scale until ||X||_1 <= THETA: truncation error <= 2**19 / 19! < 1e-11
@@ -82,7 +82,7 @@ class OrthogonalMix(nnx.Module):
         return frozen_or(self, "frozen_matrix", compute)
 
     def freeze(self) -> None:
-        """Stores the matrix (see `hycas_jax.inference`)."""
+        """Stores the matrix (see `hycas_jax.nn.frozen`)."""
         self.frozen_matrix = Frozen(self.matrix())
 
     def __call__(self, x: jax.Array) -> jax.Array:

@@ -8,8 +8,8 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from hycas_jax import spectral
-from hycas_jax.inference import Frozen, frozen_or
+from hycas_jax.nn import spectral
+from hycas_jax.nn.frozen import Frozen, frozen_or
 
 
 class Normalize(nnx.Module):
@@ -62,7 +62,7 @@ class LipschitzLinear(nnx.Module):
         return frozen_or(self, "frozen_weight", compute)
 
     def freeze(self) -> None:
-        """Stores the normalized weight (see `hycas_jax.inference`)."""
+        """Stores the normalized weight (see `hycas_jax.nn.frozen`)."""
         self.frozen_weight = Frozen(self.effective_weight())
 
     def __call__(self, x: jax.Array) -> jax.Array:

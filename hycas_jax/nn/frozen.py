@@ -25,7 +25,7 @@ from typing import Callable, Optional
 import jax
 from flax import nnx
 
-from hycas_jax import dct
+from hycas_jax.nn import dct
 
 
 class Frozen(nnx.Variable):

@@ -1,25 +1,21 @@
-"""Randomized smoothing (Cohen et al. 2019) for any stochastic JAX classifier.
+"""Monte Carlo counting: the one vmapped pass that randomized smoothing, the
+margin certificate and the attacks' vote rule all rest on.
 
 A classifier is `logits_fn(params, x, key) -> logits (B, K)`: pure, jittable,
 `x` float32 NHWC raw pixels in [0, 1], `key` a PRNG key (typed or legacy) from
-which it draws all of its internal randomness Omega. The classifier certified
-here is the smoothed majority vote
+which it draws all of its internal randomness. Sample j of a pass adds the
+input noise N(0, sigma^2 I) (not clipped) and runs the classifier, both with
+keys from `fold_in(key, j)`, j the global sample index, so results do not
+depend on the chunk size or on the number of devices. The B images of one call
+share each sample's model key (one forward pass of the whole batch per
+sample): samples of one image stay iid, but an image's result depends on the
+batch it was run with. For results that do not depend on the grouping, run
+each image with its own key, e.g. `fold_in(key, image_index)`.
 
-    g(x) = argmax_c P_{eps, Omega}[argmax f(x + eps; Omega) = c],
-    eps ~ N(0, sigma^2 I) in raw pixel space, noisy inputs NOT clipped.
-
-Keys: Monte Carlo sample j of a call uses `fold_in(key, j)` (j the global
-sample index), split into a noise key and a model key, so results do not depend
-on the chunk size. The B images of one call share each sample's model key (one
-forward pass of the whole batch per sample): samples of one image stay iid, but
-an image's result depends on the batch it was certified with. For results that
-do not depend on the grouping, certify each image with its own key, e.g.
-`fold_in(key, image_index)`.
-
-Counting is exact (int32 on device); the statistics run in float64 on the host.
-Every entry point takes an optional `mesh` that deals the chunks of samples
-over its devices (and hosts): the same samples are drawn, so counts,
-predictions and radii equal the one-device results exactly.
+Counting is exact (int32 on device); sums of clipped logits come with a bound
+on their float32 rounding error. Every entry point takes an optional `mesh`
+that deals the chunks of samples over its devices (and hosts): the same
+samples are drawn, so counts equal the one-device results exactly.
 """
 from __future__ import annotations
 
@@ -30,9 +26,9 @@ from typing import Callable, NamedTuple
 import jax
 import jax.numpy as jnp
 import numpy as np
-from scipy.stats import norm
 
-from hycas_jax import checks, distributed, rng, stats
+from hycas_jax import checks, rng
+from hycas_jax.runtime import distributed
 
 LogitsFn = Callable[..., jax.Array]
 
@@ -55,38 +51,6 @@ class MonteCarloStats(NamedTuple):
     logit_sum_error: float
     num: int
 
-
-class CertifyResult(NamedTuple):
-    """Per-image output of `certify` for B images (host numpy, float64 stats).
-
-    prediction: int64 (B,), the certified class, -1 on abstain.
-    radius: float64 (B,), certified l2 radius of g, 0 on abstain.
-    counts_selection: int64 (B, K), counts of the n0 selection samples.
-    counts: int64 (B, K), counts of the n estimation samples.
-    pA_lower: float64 (B,), one-sided Clopper-Pearson lower bound on pA.
-    """
-
-    prediction: np.ndarray
-    radius: np.ndarray
-    counts_selection: np.ndarray
-    counts: np.ndarray
-    pA_lower: np.ndarray
-
-
-class PredictResult(NamedTuple):
-    """Per-image output of `predict` for B images (host numpy).
-
-    prediction: int64 (B,), the predicted class, -1 on abstain.
-    counts: int64 (B, K), counts of the n samples.
-    pvalue: float64 (B,), two-sided binomial test of the top two counts.
-    """
-
-    prediction: np.ndarray
-    counts: np.ndarray
-    pvalue: np.ndarray
-
-
-# ------------------------------------------------------------ Monte Carlo pass
 
 def _chunk_sums(logits_fn, params, x, keys, sigma, bound, *, num_classes, split, num,
                 chunk_size, first, stride, rounds, axes=()):
@@ -142,9 +106,13 @@ _STATIC = ("logits_fn", "num_classes", "split", "num", "chunk_size")
 
 
 @functools.partial(jax.jit, static_argnames=_STATIC)
-def _monte_carlo(logits_fn, params, x, keys, sigma, bound, *, num_classes, split, num,
+def counting_pass(logits_fn, params, x, keys, sigma, bound, *, num_classes, split, num,
                  chunk_size):
-    """One jitted pass on one device: `num` samples in chunks of `chunk_size` lanes.
+    """The jitted pass on one device: `num` samples in chunks of `chunk_size` lanes.
+
+    keys: (2, ...) or (1, ...) PRNG keys; samples j < split draw from keys[0],
+    the others from keys[-1] (see `_chunk_sums`). Returns int32 counts and
+    float32 clipped-logit sums, both (2, B, K), one row per part.
 
     jit caches one executable per (logits_fn, shapes, num_classes, split, num,
     chunk_size); sigma and bound are traced, so changing them does not
@@ -158,7 +126,7 @@ def _monte_carlo(logits_fn, params, x, keys, sigma, bound, *, num_classes, split
 @functools.partial(jax.jit, static_argnames=_STATIC + ("mesh",))
 def _monte_carlo_sharded(logits_fn, params, x, keys, sigma, bound, *, num_classes, split, num,
                          chunk_size, mesh):
-    """`_monte_carlo` with the chunks dealt round-robin over every device of `mesh`.
+    """`counting_pass` with the chunks dealt round-robin over every device of `mesh`.
 
     Device d runs chunks d, d + D, ...; the int32 counts are summed across
     devices (exact), so they equal the one-device counts for the same keys.
@@ -194,7 +162,7 @@ def _sum_error_bound(num: int, chunk_size: int, bound: float, devices: int = 1,
     return gamma * num * bound
 
 
-def _passes(logits_fn, params, x, keys, nums, *, num_classes, sigma, chunk_size,
+def run_passes(logits_fn, params, x, keys, nums, *, num_classes, sigma, chunk_size,
             logit_bound=math.inf, mesh=None) -> tuple[MonteCarloStats, ...]:
     """One or two Monte Carlo passes (sample counts `nums`, keys `keys[i]`) as ONE
     jitted call, so a certification compiles a single executable. Inputs are
@@ -207,7 +175,7 @@ def _passes(logits_fn, params, x, keys, nums, *, num_classes, sigma, chunk_size,
     static = dict(num_classes=num_classes, split=split, num=total, chunk_size=chunk_size)
     devices = 1 if mesh is None else mesh.size
     if mesh is None:
-        counts, sums = _monte_carlo(*args, **static)
+        counts, sums = counting_pass(*args, **static)
     else:
         params, x, keys = distributed.replicate((params, x, keys), mesh)
         counts, sums = _monte_carlo_sharded(logits_fn, params, x, keys, *args[4:], mesh=mesh,
@@ -216,13 +184,6 @@ def _passes(logits_fn, params, x, keys, nums, *, num_classes, sigma, chunk_size,
     return tuple(MonteCarloStats(counts[i], sums[i],
                                  _sum_error_bound(num, chunk_size, bound, devices, total), num)
                  for i, num in enumerate(nums))
-
-
-def _sample_stats(logits_fn, params, x, key, *, num_classes, sigma, num, chunk_size,
-                  logit_bound=math.inf, mesh=None) -> MonteCarloStats:
-    """`sample_stats` without input validation (x already float32)."""
-    return _passes(logits_fn, params, x, key[None], (num,), num_classes=num_classes,
-                   sigma=sigma, chunk_size=chunk_size, logit_bound=logit_bound, mesh=mesh)[0]
 
 
 def two_pass_stats(logits_fn: LogitsFn, params, x, key, *, num_classes: int, sigma: float,
@@ -239,10 +200,10 @@ def two_pass_stats(logits_fn: LogitsFn, params, x, key, *, num_classes: int, sig
     if not float(logit_bound) > 0.0:
         raise ValueError(f"logit_bound must be > 0, got {logit_bound}")
     nums = (checks.validate_count(num_first, "num_first"), checks.validate_count(num_second, "num_second"))
-    return _passes(logits_fn, params, checks.validate_images(x), jax.random.split(key), nums,
-                   num_classes=num_classes, sigma=checks.validate_sigma(sigma, allow_zero=True),
-                   chunk_size=checks.validate_count(chunk_size, "chunk_size"),
-                   logit_bound=logit_bound, mesh=mesh)
+    return run_passes(logits_fn, params, checks.validate_images(x), jax.random.split(key), nums,
+                      num_classes=num_classes, sigma=checks.validate_sigma(sigma, allow_zero=True),
+                      chunk_size=checks.validate_count(chunk_size, "chunk_size"),
+                      logit_bound=logit_bound, mesh=mesh)
 
 
 def sample_stats(logits_fn: LogitsFn, params, x, key, *, num_classes: int, sigma: float,
@@ -264,10 +225,11 @@ def sample_stats(logits_fn: LogitsFn, params, x, key, *, num_classes: int, sigma
     checks.validate_count(num_classes, "num_classes", 2)
     if not float(logit_bound) > 0.0:
         raise ValueError(f"logit_bound must be > 0, got {logit_bound}")
-    return _sample_stats(
-        logits_fn, params, checks.validate_images(x), key, num_classes=num_classes,
-        sigma=checks.validate_sigma(sigma, allow_zero=True), num=checks.validate_count(num, "num"),
-        chunk_size=checks.validate_count(chunk_size, "chunk_size"), logit_bound=logit_bound, mesh=mesh)
+    return run_passes(
+        logits_fn, params, checks.validate_images(x), key[None], (checks.validate_count(num, "num"),),
+        num_classes=num_classes, sigma=checks.validate_sigma(sigma, allow_zero=True),
+        chunk_size=checks.validate_count(chunk_size, "chunk_size"), logit_bound=logit_bound,
+        mesh=mesh)[0]
 
 
 def sample_counts(logits_fn: LogitsFn, params, x, key, *, num_classes: int, sigma: float,
@@ -275,60 +237,3 @@ def sample_counts(logits_fn: LogitsFn, params, x, key, *, num_classes: int, sigm
     """Monte Carlo class counts, int64 (B, num_classes); see `sample_stats`."""
     return sample_stats(logits_fn, params, x, key, num_classes=num_classes, sigma=sigma,
                         num=num, chunk_size=chunk_size, mesh=mesh).counts
-
-
-# -------------------------------------------------------------- CERTIFY/PREDICT
-
-def _validate_run(x, num_classes, sigma, alpha, batch_size):
-    checks.validate_count(num_classes, "num_classes", 2)
-    checks.validate_count(batch_size, "batch_size")
-    return checks.validate_images(x), checks.validate_sigma(sigma), checks.validate_alpha(alpha)
-
-
-def certify(logits_fn: LogitsFn, params, x, key, *, num_classes: int, sigma: float,
-            n0: int = 100, n: int = 100_000, alpha: float = 1e-3,
-            batch_size: int, mesh=None) -> CertifyResult:
-    """Cohen et al.'s CERTIFY for each image of x (B, H, W, C) in raw pixels.
-
-    n0 selection samples pick cA; n fresh samples (an independent key) count
-    it; pA_lower is the one-sided Clopper-Pearson bound at level alpha; abstain
-    if pA_lower < 1/2, else radius sigma * Phi^-1(pA_lower) in float64. With
-    probability >= 1 - alpha per image, g predicts cA within that l2 radius.
-    `batch_size` is the number of Monte Carlo samples per vmapped chunk;
-    `mesh` spreads the chunks over devices with identical results (see
-    `sample_stats`).
-    """
-    x, sigma, alpha = _validate_run(x, num_classes, sigma, alpha, batch_size)
-    n0, n = checks.validate_count(n0, "n0"), checks.validate_count(n, "n")
-    # Selection (n0) and estimation (n) samples from the halves of split(key),
-    # drawn in one jitted call.
-    selection, estimation = _passes(logits_fn, params, x, jax.random.split(key), (n0, n),
-                                    num_classes=num_classes, sigma=sigma,
-                                    chunk_size=batch_size, mesh=mesh)
-    counts_selection, counts = selection.counts, estimation.counts
-    top = counts_selection.argmax(axis=1)
-    p_lower = stats.clopper_pearson_lower(counts[np.arange(len(top)), top], n, alpha)
-    certified = p_lower >= 0.5
-    with np.errstate(divide="ignore"):
-        radius = np.where(certified, sigma * norm.ppf(p_lower), 0.0)
-    return CertifyResult(np.where(certified, top, -1), radius, counts_selection, counts,
-                         p_lower)
-
-
-def predict(logits_fn: LogitsFn, params, x, key, *, num_classes: int, sigma: float,
-            n: int = 100_000, alpha: float = 1e-3, batch_size: int,
-            mesh=None) -> PredictResult:
-    """Cohen et al.'s PREDICT for each image of x (B, H, W, C) in raw pixels.
-
-    n samples; the top two counts nA, nB; abstain (-1) when the two-sided
-    binomial test of nA ~ Binomial(nA + nB, 1/2) has p-value > alpha. A
-    non-abstaining answer differs from g(x) with probability <= alpha.
-    `mesh`: as in `certify`.
-    """
-    x, sigma, alpha = _validate_run(x, num_classes, sigma, alpha, batch_size)
-    counts = _sample_stats(logits_fn, params, x, key, num_classes=num_classes, sigma=sigma,
-                           num=checks.validate_count(n, "n"), chunk_size=batch_size,
-                           mesh=mesh).counts
-    top, n_a, n_b = stats.top_two(counts)
-    pvalue = stats.binomial_pvalue(n_a, n_b)
-    return PredictResult(np.where(pvalue > alpha, -1, top), counts, pvalue)

@@ -19,8 +19,8 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from hycas_jax import spectral
-from hycas_jax.inference import Frozen, frozen_or
+from hycas_jax.nn import spectral
+from hycas_jax.nn.frozen import Frozen, frozen_or
 
 
 class PowerIterate(nnx.Variable):
@@ -62,13 +62,13 @@ class SNConv(nnx.Module):
         return frozen_or(self, "frozen_kernel", lambda: self.kernel[...] / self.sigma())
 
     def freeze(self) -> None:
-        """Stores the effective kernel (see `hycas_jax.inference`)."""
+        """Stores the effective kernel (see `hycas_jax.nn.frozen`)."""
         self.frozen_kernel = Frozen(self.effective_kernel())
 
     def power_iterate(self) -> None:
         """Advances the power-iteration state by one step (call once per train step)."""
         if getattr(self, "frozen_kernel", None) is not None:
-            raise RuntimeError("this SNC is frozen for inference (hycas_jax.inference.freeze): "
+            raise RuntimeError("this SNC is frozen for inference (hycas_jax.nn.frozen.freeze): "
                                "train the original model, not its frozen copy")
         kernel = jax.lax.stop_gradient(self.kernel[...])
         self.v[...] = spectral.power_iteration_step(self.v[...], lambda v: spectral.conv2d(v, kernel))

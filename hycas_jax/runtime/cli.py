@@ -19,7 +19,7 @@ import ml_collections
 from absl import flags
 from ml_collections import config_flags
 
-from hycas_jax import checkpointing, compilation_cache, distributed, runlock
+from hycas_jax.runtime import checkpointing, compilation_cache, distributed, runlock
 
 USER_ERRORS = (checkpointing.CheckpointError, runlock.BusyError, ValueError, FileNotFoundError)
 _QUOTES = "'\""

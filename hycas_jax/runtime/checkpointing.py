@@ -23,7 +23,7 @@ import jax
 import ml_collections
 import orbax.checkpoint as ocp
 
-from hycas_jax import files
+from hycas_jax.runtime import files
 
 CONFIG_FILE = "config.json"
 DATA_ITEM = "data"  # the grain iterator's position, a file per process

@@ -24,7 +24,7 @@ import jax
 
 MIN_COMPILE_ENV = "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"
 FLAG_HELP = ("JAX persistent compilation cache directory: a rerun or resume skips compiling "
-             "('' turns it off; see hycas_jax.compilation_cache).")
+             "('' turns it off; see hycas_jax.runtime.compilation_cache).")
 
 
 def default_dir() -> str:

@@ -1,4 +1,5 @@
-"""Per-image certification logs (Cohen et al.'s TSV format), certified accuracy, ACR, plots.
+"""Reading per-image certification logs (Cohen et al.'s TSV format), certified accuracy,
+ACR, tables and plots. The logs are written by `hycas_jax.runtime.records.certify_log`.
 
 A log is a tab-separated file whose header starts with Cohen et al.'s columns
 `idx label predict radius correct time` (predict = -1 on abstain, time in
@@ -15,55 +16,14 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from hycas_jax import files
+from hycas_jax.runtime import files
+from hycas_jax.runtime.records import COHEN_COLUMNS
 
-COHEN_COLUMNS = ("idx", "label", "predict", "radius", "correct", "time")
 DEFAULT_RADII = (0.0, 0.25, 0.5, 0.75, 1.0, 1.25, 1.5, 2.0)
 _INT_COLUMNS = {"idx", "label", "predict", "correct", "count", "margin_predict"}
 
 # (prediction int (N,), label int (N,), radius float (N,)) for one certified classifier.
 Curve = tuple[np.ndarray, np.ndarray, np.ndarray]
-
-
-def _format(value) -> str:
-    """One TSV cell: ints as ints, floats at full precision (repr of float64)."""
-    if isinstance(value, (bool, np.bool_, int, np.integer)):
-        return str(int(value))
-    if isinstance(value, (float, np.floating)):
-        return repr(float(value))
-    text = str(value)
-    if "\t" in text or "\n" in text:
-        raise ValueError(f"log cell {text!r} contains a tab or newline")
-    return text
-
-
-class CertifyLog:
-    """Resumable, append-only per-image log (a `files.AppendLog` of TSV rows).
-
-    Opening an existing log checks its header, drops a truncated last line and
-    records the finished `idx` values; `append` refuses an `idx` already in the
-    log, so a resumed run neither loses nor repeats an image.
-    """
-
-    def __init__(self, path, extra_columns: Sequence[str] = ()):
-        self.path = Path(path)
-        self.columns = COHEN_COLUMNS + tuple(extra_columns)
-        try:
-            self._log = files.AppendLog(self.path, "\t".join(self.columns))
-        except ValueError:
-            raise ValueError(f"log {self.path} has other columns than "
-                             f"{list(self.columns)}") from None
-        self.finished: set[int] = {int(line.split("\t", 1)[0]) for line in self._log.lines}
-
-    def append(self, **row) -> None:
-        """Writes one image's row (keys = the log's columns) durably."""
-        if set(row) != set(self.columns):
-            raise ValueError(f"row has columns {sorted(row)}, the log has {list(self.columns)}")
-        idx = int(row["idx"])
-        if idx in self.finished:
-            raise ValueError(f"idx {idx} is already in {self.path}")
-        self._log.append("\t".join(_format(row[c]) for c in self.columns))
-        self.finished.add(idx)
 
 
 def _parse_time(text: str) -> float:
@@ -181,3 +141,15 @@ def hybrid_report(certificates: Sequence, labels, *,
         note += (f" The rows certify {distinct} different classifiers; each number is a "
                  "certificate of the classifier its row names only.")
     return f"{table}\n\n{note}"
+
+
+def abstain_table(curves: Mapping[str, tuple[float, Curve]]) -> str:
+    """Abstention rate and alpha per certificate (name -> (alpha, curve))."""
+    lines = ["| certificate | abstain (%) | alpha per image |", "|---|---|---|"]
+    for name, (alpha, (prediction, _, _)) in curves.items():
+        rate = 100 * np.mean(prediction < 0) if len(prediction) else float("nan")
+        lines.append(f"| {name} | {rate:.1f} | {alpha:g} |")
+    if len(curves) > 1:
+        lines.append("\nRS and margin certify different classifiers; each row holds with "
+                     "probability >= 1 - alpha per image, both together >= 1 - 2 alpha.")
+    return "\n".join(lines)

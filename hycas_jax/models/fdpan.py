@@ -1,0 +1,61 @@
+"""FDPAN: DCT low-pass -> orthogonal 1x1 mix -> SNC -> RANI."""
+from __future__ import annotations
+
+from typing import Optional, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from hycas_jax.models.rani import RandomizedStream
+from hycas_jax.nn import dct, spectral
+from hycas_jax.nn.conv import SNConv
+from hycas_jax.nn.frozen import Frozen
+from hycas_jax.nn.orthogonal import OrthogonalMix
+
+
+class FDPAN(RandomizedStream):
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int, *,
+                 input_hw: Sequence[int], stride: int = 1, rani: Optional[str] = "residual",
+                 dct_keep: float = 0.5, rngs: nnx.Rngs):
+        self.dct_keep = dct_keep
+        self.input_hw = tuple(input_hw)
+        self.lowpass_form = "einsum"  # how XLA is asked to compute it (dct.lowpass); same map
+        self.mix = OrthogonalMix(in_channels, in_channels, rngs=rngs)
+        self.conv = SNConv(in_channels, out_channels, kernel_size, input_hw=input_hw,
+                           stride=stride, rngs=rngs)
+        self._init_rani(out_channels, rani, rngs)
+
+    def _projections(self):
+        h, w = self.input_hw
+        return dct.lowpass_projection(h, self.dct_keep), dct.lowpass_projection(w, self.dct_keep)
+
+    def lowpass(self, x: jax.Array) -> jax.Array:
+        """idct(mask * dct(x)) per channel, as two separable projections."""
+        with jax.named_scope("lowpass"):
+            return dct.lowpass(x, *self._projections(), form=self.lowpass_form)
+
+    def __call__(self, x: jax.Array, key: jax.Array) -> jax.Array:
+        folded = getattr(self, "frozen_kernel", None)
+        if folded is None:
+            h = self.conv(self.mix(self.lowpass(x)))
+        else:  # frozen: the mix folded into the conv kernel
+            h = self.conv(self.lowpass(x), folded[...])
+        return self._apply_rani(h, key)
+
+    def freeze(self) -> None:
+        """Folds the 1x1 mix into the SNC kernel: conv(x Q, W) = conv(x, Q W), with
+        (Q W)[i, j, a, o] = sum_b Q[a, b] W[i, j, b, o], formed in float64."""
+        q = np.asarray(self.mix.matrix(), np.float64)
+        w = np.asarray(self.conv.effective_kernel(), np.float64)
+        self.frozen_kernel = Frozen(jnp.asarray(np.einsum("ab,ijbo->ijao", q, w), jnp.float32))
+
+    def lipschitz_bound(self) -> float:
+        ph, pw = self._projections()
+        lowpass = spectral.matrix_bound(ph) * spectral.matrix_bound(pw)
+        folded = getattr(self, "frozen_kernel", None)
+        if folded is not None:  # bound the folded conv the forward pass applies
+            conv = spectral.conv_layer_bound(np.asarray(folded[...]), self.input_hw, self.conv.stride)
+            return lowpass * conv * self._rani_bound()
+        return lowpass * self.mix.lipschitz_bound() * self.conv.lipschitz_bound() * self._rani_bound()
