@@ -9,21 +9,21 @@ from __future__ import annotations
 
 import math
 
+import bench_profile
+import common
 import jax
 import jax.numpy as jnp
 import numpy as np
 import torch
+import torch_reference
 from flax import nnx
 from scipy import stats
 
-import bench_profile
-import common
-import torch_reference
 from hycas_jax import freeze, functional, rng
 from hycas_jax.certification import montecarlo, smoothing
-from hycas_jax.nn import dct
 from hycas_jax.certification import stats as hstats
 from hycas_jax.models.fdpan import FDPAN
+from hycas_jax.nn import dct
 
 MATMUL_SIZE = {"cpu": 2048, "gpu": 8192}  # big enough to reach the backend's peak
 

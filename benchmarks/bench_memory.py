@@ -11,9 +11,9 @@ import json
 import resource
 import time
 
+import common
 import jax
 
-import common
 from hycas_jax import freeze, functional
 from hycas_jax.certification import smoothing
 

@@ -20,10 +20,10 @@ import math
 import re
 import tempfile
 
+import common
 import jax
 import jax.numpy as jnp
 
-import common
 from hycas_jax import freeze, functional, rng
 from hycas_jax.certification import montecarlo
 

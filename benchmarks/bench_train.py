@@ -3,13 +3,13 @@ ours (`training.train_step`, jitted, state donated) vs the PyTorch
 reference (autograd + torch.optim.Adam, NCHW and channels_last)."""
 from __future__ import annotations
 
+import common
 import jax
 import jax.numpy as jnp
 import numpy as np
 import torch
-
-import common
 import torch_reference
+
 from hycas_jax.training import train_step
 
 

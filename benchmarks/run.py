@@ -24,15 +24,15 @@ import subprocess
 import sys
 import traceback
 
-import jax
-import jax.numpy as jnp
-
 import bench_attacks
 import bench_certify
 import bench_profile
 import bench_train
 import common
+import jax
+import jax.numpy as jnp
 import report
+
 from hycas_jax import freeze, functional
 from hycas_jax.nn import dct
 

@@ -28,12 +28,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from hycas_jax import rng
-from hycas_jax.nn import dct
-from hycas_jax.nn.spectral import same_padding
-from hycas_jax.models.resnet import ResNet18
 from hycas_jax.models.fdpan import FDPAN
+from hycas_jax.models.resnet import ResNet18
 from hycas_jax.models.rpfan import RPFAN
 from hycas_jax.models.sncan import SNCAN
+from hycas_jax.nn import dct
+from hycas_jax.nn.spectral import same_padding
 
 RANI_FACTORS = {"residual": 1.0, "averaged": 0.5}
 

@@ -184,8 +184,13 @@ def method_config(profile: dict, job: Job) -> ml_collections.ConfigDict:
 def run_job(profile: dict, job: Job, root: Path, *, progress: bool = False) -> dict:
     """Trains, certifies and attacks one job (each stage skipped when finished)."""
     from hycas_jax import training
-    from hycas_jax.evaluation import (AttackSettings, CertifySettings, attack_workdir,
-                                      certify_paths, certify_workdir)
+    from hycas_jax.evaluation import (
+        AttackSettings,
+        CertifySettings,
+        attack_workdir,
+        certify_paths,
+        certify_workdir,
+    )
 
     workdir = job.workdir(root)
     timings = {}

@@ -24,9 +24,9 @@ from pathlib import Path
 from typing import Optional
 
 import numpy as np
+import study
 
 from hycas_jax.reporting import certify_report
-import study
 
 RADII = (0.0, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0)
 # The paper's published table (verbatim) and Cohen et al.'s published per-image logs.
@@ -340,11 +340,18 @@ def _total_seconds(data) -> float:
 
 # ----------------------------------------------------------------------------- plots
 
+def _figure(**kwargs):
+    """A matplotlib Figure on its own Agg canvas (pyplot's global backend untouched)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+    fig = Figure(**kwargs)
+    FigureCanvasAgg(fig)
+    return fig
+
+
 def _plot_certified(data, sigma, methods, path: Path, title: str) -> None:
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    fig, ax = plt.subplots(figsize=(7, 4.5))
+    fig = _figure(figsize=(7, 4.5))
+    ax = fig.add_subplot()
     for m in methods:
         for cert, style in (("RS", "-"), ("margin", "--")):
             stats = [cert_stat(data, m, sigma, cert, "certified", i) for i in range(len(RADII))]
@@ -363,18 +370,15 @@ def _plot_certified(data, sigma, methods, path: Path, title: str) -> None:
     ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
-    plt.close(fig)
 
 
 def _plot_attacks(data, sigma, path: Path) -> None:
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
     s, _ = _attack_settings(data)
     if s is None:
         return
     eps = [0.0] + list(s["eps"])
-    fig, axes = plt.subplots(1, 2, figsize=(10, 4), sharey=True)
+    fig = _figure(figsize=(10, 4))
+    axes = fig.subplots(1, 2, sharey=True)
     for ax, rule in zip(axes, ("single", "vote")):
         for m in _methods_present(data, ablation=False):
             ts = _train_sigma(data, m, sigma)
@@ -395,7 +399,6 @@ def _plot_attacks(data, sigma, path: Path) -> None:
         axes[1].legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
-    plt.close(fig)
 
 
 # ----------------------------------------------------------------------------- the report
@@ -514,7 +517,7 @@ def write_report(root, out_dir, *, reference: Path = REFERENCE, command: str = "
     md += ["## Files", "",
            f"Per-run workdirs are under `{root}/runs/<method>/<sigma>/<seed>/`: checkpoints, "
            "`final_metrics.json`, `certify_sigma*.tsv` (one row per image, Cohen's format "
-           "plus margin columns) and `attack/attack_log.jsonl`.", ""]
+           "plus margin columns) and `attack/attacks.jsonl`.", ""]
     path = out / "RESULTS.md"
     path.write_text("\n".join(md))
     (out / "results.json").write_text(json.dumps(_json(data, sigmas), indent=2))

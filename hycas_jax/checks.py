@@ -9,10 +9,9 @@ of a closed-over one, is checked at shape level only.
 """
 from __future__ import annotations
 
-from typing import Optional, Sequence
-
 import math
 import operator
+from typing import Optional, Sequence
 
 import jax
 import jax.numpy as jnp

@@ -16,14 +16,19 @@ import pytest  # noqa: E402
 # test, the second start of a tool) is read from disk. Every program is still compiled
 # in the session; the default run took 627 s with it, 682 s with the tools' share only,
 # and 762 s without (2 CPU cores).
-COMPILATION_CACHE = tempfile.mkdtemp(prefix="hycas_jax_tests_xla_")
+# pytest-xdist's workers inherit the directory the main process made (and removes).
+_OWNER = "HYCAS_TESTS_XLA_CACHE" not in os.environ
+if _OWNER:
+    os.environ["HYCAS_TESTS_XLA_CACHE"] = tempfile.mkdtemp(prefix="hycas_jax_tests_xla_")
+COMPILATION_CACHE = os.environ["HYCAS_TESTS_XLA_CACHE"]
 os.environ["JAX_COMPILATION_CACHE_DIR"] = COMPILATION_CACHE
 jax.config.update("jax_compilation_cache_dir", COMPILATION_CACHE)
 jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
 
 
 def pytest_unconfigure(config):
-    shutil.rmtree(COMPILATION_CACHE, ignore_errors=True)
+    if _OWNER:
+        shutil.rmtree(COMPILATION_CACHE, ignore_errors=True)
 
 
 def dense_matrix(fn, in_shape):
@@ -45,9 +50,19 @@ def rng():
 @pytest.fixture(scope="session")
 def tiny_run(tmp_path_factory):
     """tests/tiny_config.py trained to its end (40 steps, checkpoints at 35 and 40), shared
-    read-only by the end-to-end modules; a test that changes a run works on a copy."""
+    read-only by the end-to-end modules; a test that changes a run works on a copy. Under
+    pytest-xdist the workers share one run: the first to need it trains it, under a lock."""
+    import fcntl
+
     import tiny_config
     from hycas_jax import training
-    path = tmp_path_factory.mktemp("tiny_run") / "run"
-    training.train(tiny_config.get_config(), str(path), progress=False)
+    root = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        root = root.parent  # the directory all workers' base temps are in
+    path = root / "tiny_run" / "run"
+    path.parent.mkdir(exist_ok=True)
+    with open(root / "tiny_run.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not (path / "final_metrics.json").exists():
+            training.train(tiny_config.get_config(), str(path), progress=False)
     return path

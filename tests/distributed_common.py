@@ -3,11 +3,11 @@ its subprocess worker (importing this starts nothing)."""
 import jax
 import numpy as np
 from flax import nnx
+from tiny_config import get_config
 
 import hycas_jax
 from hycas_jax import data, training
 from hycas_jax.certification import smoothing
-from tiny_config import get_config
 
 NUM_STEPS = 3
 CERTIFY = dict(n0=20, n=200, alpha=1e-3, batch_size=16)  # 13 chunks: uneven over the devices

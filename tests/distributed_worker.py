@@ -36,8 +36,7 @@ import numpy as np  # noqa: E402
 
 from hycas_jax import training  # noqa: E402
 from hycas_jax.certification import montecarlo, smoothing
-from hycas_jax.evaluation import (AttackSettings, CertifySettings, attack_workdir,  # noqa: E402
-                                  certify_workdir)
+from hycas_jax.evaluation import AttackSettings, CertifySettings, attack_workdir, certify_workdir  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import distributed_common as common  # noqa: E402

@@ -17,8 +17,8 @@ from scipy import stats
 
 from hycas_jax import config as configs
 from hycas_jax import data, training
-from hycas_jax.certification import smoothing
 from hycas_jax.attacks import score_vote
+from hycas_jax.certification import smoothing
 from hycas_jax.evaluation import AttackSettings, attack_run, attacker
 
 REPO = Path(__file__).resolve().parents[1]

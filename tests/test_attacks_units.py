@@ -9,8 +9,8 @@ import jax.numpy as jnp
 import numpy as np
 from scipy import stats
 
+from hycas_jax.attacks import apgd, autoattack, eot, losses, result
 from hycas_jax.certification import stats as hstats
-from hycas_jax.attacks import apgd, autoattack, eot, losses, result, scoring
 
 apgd_module = sys.modules["hycas_jax.attacks.apgd"]
 

@@ -110,10 +110,11 @@ def test_each_contender_gets_its_own_fastest_chunk(monkeypatch):
 
 @pytest.mark.slow
 def test_normals_only_pass_draws_the_models_normals():
-    import jax
-    import jax.numpy as jnp
     import bench_profile
     import common
+    import jax
+    import jax.numpy as jnp
+
     from hycas_jax import functional
     config, _, _, _, model = common.jax_model("small_cnn 28x28x1")
     logits_fn, params = functional(model)

@@ -1,9 +1,9 @@
 import jax
 import jax.numpy as jnp
 import pytest
+from conftest import dense_matrix, top_singular_value
 from flax import nnx
 
-from conftest import dense_matrix, top_singular_value
 from hycas_jax.models.block import HyCASBlock
 
 HW = (6, 6)

@@ -10,8 +10,10 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 from scipy import stats  # noqa: E402
 
-from hycas_jax.certification import smoothing  # noqa: E402
-from hycas_jax.certification import margin
+from hycas_jax.certification import (
+    margin,
+    smoothing,  # noqa: E402
+)
 from hycas_jax.reporting import certify_report
 
 SHAPE = (4, 4, 1)

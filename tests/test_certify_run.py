@@ -17,10 +17,10 @@ import pytest
 import hycas_jax
 from hycas_jax import data, training
 from hycas_jax.certification import margin, smoothing
-from hycas_jax.reporting import certify_report
-from hycas_jax.runtime import checkpointing, records
 from hycas_jax.config import experiment
 from hycas_jax.evaluation import CertifySettings, certifier, certify_workdir
+from hycas_jax.reporting import certify_report
+from hycas_jax.runtime import checkpointing, records
 
 ROOT = Path(__file__).resolve().parent.parent
 N0, N, BATCH = 16, 64, 32

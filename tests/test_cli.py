@@ -14,16 +14,20 @@ from hycas_jax.runtime import checkpointing
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
+from test_data_medmnist import write_npz  # noqa: E402
+from test_data_tfds import write_fake  # noqa: E402
+
 import attack  # noqa: E402
 import certify  # noqa: E402
 import train  # noqa: E402
-from test_data_medmnist import write_npz  # noqa: E402
-from test_data_tfds import write_fake  # noqa: E402
 
 TINY = str(ROOT / "tests" / "tiny_config.py")
 # A one-step run of any config, on widths small enough for 2 CPU cores.
 ONE_STEP = ["--config.training.num_steps=1", "--config.training.batch_size=2",
-            "--config.training.warmup_steps=0", "--progress=false", "--compilation_cache="]
+            "--config.training.warmup_steps=0", "--progress=false"]
+# One stream per unit: quick to compile, for tests about anything but the model.
+ONE_STREAM = ["--config.model.widths=(4,4,4)",
+              "--config.model.streams=(('sncan',), ('sncan',), ('sncan',))"]
 TINY_RESNET = ["--config.model.widths=(4,4,4,4)", "--config.model.blocks_per_stage=1"]
 
 
@@ -71,8 +75,9 @@ def _fake_tfds(name, data_dir):
 @pytest.mark.parametrize("spec, prepare, extra", [
     pytest.param("configs/cifar10.py:0.25", lambda d: _fake_tfds("cifar10", d), TINY_RESNET,
                  marks=pytest.mark.slow),
-    ("configs/medmnist.py:{d}/dermamnist.npz", lambda d: write_npz(d / "dermamnist.npz"),
-     ["--config.model.widths=(4,4,4)"]),
+    pytest.param("configs/medmnist.py:{d}/dermamnist.npz",
+                 lambda d: write_npz(d / "dermamnist.npz"), ["--config.model.widths=(4,4,4)"],
+                 marks=pytest.mark.slow),
     pytest.param("configs/cifar100.py:0.5", lambda d: _fake_tfds("cifar100", d), TINY_RESNET,
                  marks=pytest.mark.slow),
     pytest.param("configs/tfds.py:patch_camelyon", lambda d: _fake_tfds("patch_camelyon", d),
@@ -201,7 +206,7 @@ def test_missing_data_is_one_line(tmp_path, capsys):
     write_npz(data_dir / "dermamnist.npz")
     run = tmp_path / "run"
     assert train.run(["train.py", f"--config={ROOT}/configs/medmnist.py:{data_dir}/dermamnist.npz",
-                      f"--workdir={run}", *ONE_STEP, "--config.model.widths=(4,4,4)"]) == 0
+                      f"--workdir={run}", *ONE_STEP, *ONE_STREAM]) == 0
     os.remove(data_dir / "dermamnist.npz")
     capsys.readouterr()
     for tool in (certify, attack):

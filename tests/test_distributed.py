@@ -17,8 +17,8 @@ import pytest
 
 from hycas_jax import data, training
 from hycas_jax.certification import smoothing
-from hycas_jax.runtime import distributed
 from hycas_jax.evaluation import AttackSettings, CertifySettings, attack_workdir, certify_workdir
+from hycas_jax.runtime import distributed
 from hycas_jax.training import loop
 
 HERE = os.path.dirname(os.path.abspath(__file__))

@@ -3,11 +3,10 @@
 import json
 
 import pytest
+import tiny_config
 
 from hycas_jax.runtime import checkpointing, files
 from hycas_jax.training import metrics
-
-import tiny_config
 
 
 def _run_writes(workdir):

@@ -1,16 +1,16 @@
 """hycas_jax.nn.frozen.freeze: derived weights computed once, same function, sound bounds."""
 import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
 from flax import nnx
+from test_models import _max_gain_by_gradient_ascent, _x, tiny
 
 import hycas_jax
 from hycas_jax import models
 from hycas_jax.certification import montecarlo
-from hycas_jax.nn import conv, frozen as frozen_lib, lipschitz
 from hycas_jax.models.fdpan import FDPAN
-from test_models import _max_gain_by_gradient_ascent, _x, tiny
+from hycas_jax.nn import conv, lipschitz
+from hycas_jax.nn import frozen as frozen_lib
 
 
 def _jaxpr_text(fn, *args) -> str:
@@ -20,7 +20,8 @@ def _jaxpr_text(fn, *args) -> str:
 @pytest.mark.parametrize("backbone,kind,rani", [
     ("small_cnn", "hycas", "per_block"), ("small_cnn", "hycas", "budgeted"),
     ("small_cnn", "lipschitz", "off"), ("small_cnn", "plain", "off"),
-    ("resnet18", "hycas", "per_block"), ("resnet18", "lipschitz", "off"),  # + skip SNCs, block mix
+    pytest.param("resnet18", "hycas", "per_block", marks=pytest.mark.slow),
+    pytest.param("resnet18", "lipschitz", "off", marks=pytest.mark.slow),  # skip SNCs, block mix
     ("resnet18", "plain", "off")])
 def test_frozen_model_computes_the_same_logits_and_bound(backbone, kind, rani):
     model = models.build(tiny(kind, rani, backbone=backbone), key=jax.random.key(0))

@@ -3,12 +3,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from conftest import dense_matrix, top_singular_value
 from flax import nnx
 
-from conftest import dense_matrix, top_singular_value
 from hycas_jax.nn import activations, normalize
-from hycas_jax.nn.orthogonal import OrthogonalMix
 from hycas_jax.nn.conv import SNConv
+from hycas_jax.nn.orthogonal import OrthogonalMix
 
 
 @pytest.mark.parametrize("cin,cout", [(3, 3), (2, 5), (6, 4)])
@@ -95,6 +95,7 @@ def test_snc_is_normalized_by_its_power_iteration_state_and_bounded():
 @pytest.mark.parametrize("scale", [0.0, 0.01, 0.1, 0.5, 3.0])
 def test_expm_skew_matches_a_float64_exponential(scale):
     import scipy.linalg
+
     from hycas_jax.nn.orthogonal import expm_skew
     a = scale * jax.random.normal(jax.random.key(0), (48, 48))
     s = a - a.T

@@ -2,8 +2,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-
 from conftest import dense_matrix, top_singular_value
+
 from hycas_jax.nn import spectral
 
 CASES = [  # (kernel, c_in, c_out, stride, padding, (H, W))

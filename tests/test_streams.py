@@ -5,14 +5,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from conftest import dense_matrix, top_singular_value
 from flax import nnx
 
-from conftest import dense_matrix, top_singular_value
 from hycas_jax import rng
-from hycas_jax.nn import dct, spectral
 from hycas_jax.models.fdpan import FDPAN
 from hycas_jax.models.rpfan import RPFAN, random_projection_filters
 from hycas_jax.models.sncan import SNCAN
+from hycas_jax.nn import dct, spectral
 from hycas_jax.nn.depthwise import reverse_mode_only
 
 HW, CIN, COUT = (6, 6), 2, 4

@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from hycas_jax.reporting import certify_report
 from hycas_jax.evaluation import certify_paths
+from hycas_jax.reporting import certify_report
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "experiments"))
 import study  # noqa: E402

@@ -10,6 +10,7 @@ import pytest
 from flax import nnx
 
 torch = pytest.importorskip("torch")
+pytestmark = pytest.mark.slow  # the benchmarks' reference, checked with the slow suite
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "benchmarks"))
 import torch_reference  # noqa: E402

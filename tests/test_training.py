@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 
 from hycas_jax import training
+from hycas_jax.config import experiment
 from hycas_jax.runtime import checkpointing
 from hycas_jax.training import metrics as training_metrics
-from hycas_jax.config import experiment
 
 sys.path.insert(0, os.path.dirname(__file__))
 import tiny_config  # noqa: E402
@@ -64,7 +64,6 @@ def test_killed_run_resumes_to_the_same_final_state_and_logs_each_step_once(refe
     # Checkpoints every 20 steps, metrics every 5: the kill comes after rows that the
     # resumed run logs again.
     proc = _train_cli(workdir, "--config.training.checkpoint_every=20")
-    metrics = os.path.join(workdir, "metrics.jsonl")
     saved = os.path.join(workdir, "checkpoints", "20")  # orbax renames a step's dir when done
     deadline = time.time() + 240
     while proc.poll() is None and time.time() < deadline:

@@ -18,8 +18,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from hycas_jax import checks
-from hycas_jax.certification import montecarlo, stats
 from hycas_jax.attacks import validation
+from hycas_jax.certification import montecarlo, stats
 
 RULES = ("single", "vote")
 _VOTE_PASSES_PER_CHUNK = 1000  # images x votes vmapped at once (memory)

@@ -1,12 +1,23 @@
 """Certification of any `logits_fn(params, x, key)`: Monte Carlo counting,
 randomized smoothing (Cohen et al.), the Lipschitz margin certificate, and the
 binomial statistics both rest on."""
-from hycas_jax.certification.margin import (Certificate, MarginResult, combine_same_classifier,
-                                            hoeffding_deviation, margin_certificate,
-                                            margin_certify, margin_classifier,
-                                            smoothed_classifier, smoothing_certificate)
-from hycas_jax.certification.montecarlo import (MonteCarloStats, sample_counts, sample_stats,
-                                                two_pass_stats)
+from hycas_jax.certification.margin import (
+                                            Certificate,
+                                            MarginResult,
+                                            combine_same_classifier,
+                                            hoeffding_deviation,
+                                            margin_certificate,
+                                            margin_certify,
+                                            margin_classifier,
+                                            smoothed_classifier,
+                                            smoothing_certificate,
+)
+from hycas_jax.certification.montecarlo import (
+                                            MonteCarloStats,
+                                            sample_counts,
+                                            sample_stats,
+                                            two_pass_stats,
+)
 from hycas_jax.certification.smoothing import CertifyResult, PredictResult, certify, predict
 from hycas_jax.certification.stats import binomial_pvalue, clopper_pearson, clopper_pearson_lower
 

@@ -25,7 +25,8 @@ from typing import Optional
 import jax
 from tqdm.auto import tqdm
 
-from hycas_jax import data, functional, training
+from hycas_jax import data, training
+from hycas_jax.adapter import functional
 from hycas_jax.config import data_kwargs
 from hycas_jax.evaluation.attacker import Attacker, unit_key
 from hycas_jax.evaluation.settings import AttackSettings

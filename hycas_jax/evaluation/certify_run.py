@@ -32,7 +32,8 @@ import jax
 import numpy as np
 from tqdm.auto import tqdm
 
-from hycas_jax import data, functional, training
+from hycas_jax import data, training
+from hycas_jax.adapter import functional
 from hycas_jax.certification import margin
 from hycas_jax.config import data_kwargs
 from hycas_jax.evaluation.certifier import Certifier

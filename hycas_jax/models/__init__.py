@@ -1,100 +1,20 @@
-"""Model construction from a model config: `build(cfg, *, key)`.
+"""The HyCAS model and its backbones, built from a model config.
 
-The model config (`config.model` of an experiment, or a bare ConfigDict) has:
-
-  backbone       'small_cnn' | 'resnet18'
-  kind           'hycas' | 'lipschitz' | 'plain'   (see models/units.py)
-  image_shape    (H, W, C) of raw-pixel inputs in [0, 1]
-  num_classes
-  widths, strides    one entry per unit (small_cnn) or per stage (resnet18)
-  blocks_per_stage   resnet18 only
-  streams        one tuple of stream names per unit/stage ('sncan', 'fdpan', 'rpfan')
-  rani           'per_block' (paper) | 'budgeted' (global bound <= 2) | 'off'
-  kernel_size, dct_keep, activation ('maxmin' | 'groupsort4'), mean, std
+One file per part: the streams `sncan`, `fdpan`, `rpfan` (each ending in RANI,
+`rani`), the per-channel convex `gate`, the `block` that fuses them; the
+`small_cnn` and `resnet` backbones over `units` of one kind (hycas, lipschitz,
+plain), sharing the `base` classifier (normalization, head, bound). Every
+module reports a guaranteed `lipschitz_bound()`.
 """
-from __future__ import annotations
-
-import jax
-import ml_collections
-from flax import nnx
-
-from hycas_jax.nn.activations import ACTIVATIONS
-from hycas_jax.models.block import check_gate, check_rani, check_streams
 from hycas_jax.models.base import Classifier
-from hycas_jax.models.resnet import ResNet18
-from hycas_jax.models.small_cnn import SmallCNN
-from hycas_jax.models.units import KINDS
+from hycas_jax.models.block import HyCASBlock
+from hycas_jax.models.factory import (ALL_STREAMS, BACKBONES, build, default_config,
+                                      validate)
+from hycas_jax.models.fdpan import FDPAN
+from hycas_jax.models.gate import ConvexGate
+from hycas_jax.models.rani import RANI
+from hycas_jax.models.rpfan import RPFAN
+from hycas_jax.models.sncan import SNCAN
 
-BACKBONES = {"small_cnn": SmallCNN, "resnet18": ResNet18}
-ALL_STREAMS = ("sncan", "fdpan", "rpfan")
-
-
-def default_config(backbone: str = "small_cnn") -> ml_collections.ConfigDict:
-    """A HyCAS model config for MNIST-sized inputs (small_cnn) or CIFAR-sized ones
-    (resnet18). The input normalization is generic (mean 0.5, std 0.25 per channel):
-    `hycas_jax.config.experiment` sets a data set's own (its DATASET_MODELS table)."""
-    cfg = ml_collections.ConfigDict()
-    cfg.backbone = backbone
-    cfg.kind = "hycas"
-    cfg.kernel_size = 3
-    cfg.rani = "per_block"
-    cfg.dct_keep = 0.5
-    cfg.activation = "maxmin"
-    cfg.gate = "learned"  # or "uniform": fixed equal stream weights (the no-gate ablation)
-    if backbone == "resnet18":
-        cfg.image_shape = (32, 32, 3)
-        cfg.num_classes = 10
-        cfg.widths = (64, 128, 256, 512)
-        cfg.strides = (1, 2, 2, 2)
-        cfg.blocks_per_stage = 2
-        # The authors' notebook: frequency stream in stages 1-2, projections in 1-3.
-        cfg.streams = (ALL_STREAMS, ALL_STREAMS, ("sncan", "rpfan"), ("sncan",))
-    else:
-        cfg.image_shape = (28, 28, 1)
-        cfg.num_classes = 10
-        # Downsample in the first unit: RANI draws one normal per feature, and
-        # full-resolution features made random-number generation the main cost.
-        cfg.widths = (16, 32, 64)
-        cfg.strides = (2, 2, 1)
-        cfg.streams = (ALL_STREAMS,) * 3
-    channels = cfg.image_shape[2]
-    cfg.mean, cfg.std = (0.5,) * channels, (0.25,) * channels
-    return cfg
-
-
-def validate(cfg) -> None:
-    """Raises ValueError naming the first bad field of a model config."""
-    if cfg.backbone not in BACKBONES:
-        raise ValueError(f"unknown backbone {cfg.backbone!r}; known: {sorted(BACKBONES)}")
-    if cfg.kind not in KINDS:
-        raise ValueError(f"unknown model kind {cfg.kind!r}; known: {list(KINDS)}")
-    if cfg.kind != "plain" and cfg.activation not in ACTIVATIONS:
-        raise ValueError(f"unknown activation {cfg.activation!r}; known: {sorted(ACTIVATIONS)}")
-    check_rani(cfg.rani)
-    check_gate(cfg.get("gate", "learned"))
-    if len(cfg.image_shape) != 3:
-        raise ValueError(f"image_shape must be (H, W, C), got {cfg.image_shape}")
-    if len(cfg.mean) != cfg.image_shape[2] or len(cfg.std) != cfg.image_shape[2]:
-        raise ValueError(f"mean/std need one entry per channel ({cfg.image_shape[2]})")
-    if cfg.num_classes < 2:
-        raise ValueError(f"num_classes must be >= 2, got {cfg.num_classes}")
-    if not len(cfg.widths) == len(cfg.strides) == len(cfg.streams):
-        raise ValueError("widths, strides and streams need one entry per unit/stage")
-    for streams in cfg.streams:
-        check_streams(streams)
-    if cfg.kind != "plain":
-        odd = [w for w in cfg.widths if w % 2]
-        if odd:
-            raise ValueError(f"widths must be even for the MaxMin/GroupSort activation, got {odd}")
-
-
-def build(cfg, *, key: jax.Array) -> Classifier:
-    """Builds the model a model config describes (an experiment's `config.model`, or
-    `default_config(...)`). Parameters are drawn from `key`."""
-    if "model" in cfg:
-        raise ValueError("models.build takes a model config: pass config.model, not the "
-                         "whole experiment config")
-    validate(cfg)
-    if not jax.dtypes.issubdtype(key.dtype, jax.dtypes.prng_key):
-        key = jax.random.wrap_key_data(key)  # legacy uint32 PRNGKey
-    return BACKBONES[cfg.backbone](cfg, rngs=nnx.Rngs(params=key))
+__all__ = ["ALL_STREAMS", "BACKBONES", "Classifier", "ConvexGate", "FDPAN", "HyCASBlock", "RANI",
+           "RPFAN", "SNCAN", "build", "default_config", "validate"]

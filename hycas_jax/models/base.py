@@ -11,9 +11,9 @@ import jax.numpy as jnp
 from flax import nnx
 
 from hycas_jax import checks
+from hycas_jax.models.rani import RANI
 from hycas_jax.nn import normalize
 from hycas_jax.nn.activations import get_activation
-from hycas_jax.models.rani import RANI
 
 
 class Classifier(nnx.Module):

@@ -15,9 +15,9 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from hycas_jax.nn.activations import get_activation
 from hycas_jax.models.base import Classifier
 from hycas_jax.models.units import make_unit, out_hw
+from hycas_jax.nn.activations import get_activation
 from hycas_jax.nn.conv import PlainConv, SNConv
 
 

@@ -16,7 +16,6 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from hycas_jax.certification import stats
-from hycas_jax.attacks import scoring
 
 TABLE_FILE, PLOT_FILE, SUMMARY_FILE = "robust_accuracy.md", "robust_accuracy.png", "attack_summary.json"
 

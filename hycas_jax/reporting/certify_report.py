@@ -9,7 +9,6 @@ so radii survive a round trip at full float64 precision.
 """
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Mapping, Sequence
 
 import numpy as np

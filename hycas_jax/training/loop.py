@@ -23,16 +23,16 @@ from absl import logging
 from flax import nnx
 from tqdm.auto import tqdm
 
-from hycas_jax import data, logits_fn_for, models
-from hycas_jax.nn import lipschitz
-from hycas_jax.runtime import checkpointing, distributed, files, runlock
+from hycas_jax import data, models
+from hycas_jax.adapter import logits_fn_for
 from hycas_jax.attacks.pgd import pgd_unchecked
 from hycas_jax.config import data_kwargs
+from hycas_jax.nn import lipschitz
 from hycas_jax.nn.conv import power_iterate_all
+from hycas_jax.runtime import checkpointing, distributed, files, runlock
 from hycas_jax.training.metrics import MetricsWriter
 from hycas_jax.training.optim import make_optimizer, make_schedule
 from hycas_jax.training.step import make_eval_fn, make_train_step
-
 
 LOCK_FILE = ".train.lock"
 

@@ -18,6 +18,7 @@ import functools
 import jax
 import jax.numpy as jnp
 import optax
+
 from hycas_jax import rng
 from hycas_jax.runtime import distributed
 
