@@ -96,3 +96,10 @@ def test_benchmarks_and_experiments_use_public_names_only(folder):
     assert scripts
     for path in scripts:
         assert not _private_uses(path), f"{folder}/{path.name}: {_private_uses(path)}"
+
+
+def test_the_readme_maps_every_sub_package():
+    readme = (PACKAGE.parent / "README.md").read_text()
+    packages = sorted(p.parent.name for p in PACKAGE.glob("*/__init__.py"))
+    missing = [p for p in packages if f"| `hycas_jax.{p}` |" not in readme]
+    assert not missing, f"README's package map lacks {missing}"

@@ -4,11 +4,12 @@ import numpy as np
 import pytest
 from flax import nnx
 
+from hycas_jax.models import rani as rani_lib
 from hycas_jax.models.rani import RANI
 
 
 def test_rani_matches_the_formula_and_ignores_the_input():
-    rani = RANI(3, "residual", rngs=nnx.Rngs(0))
+    rani = RANI(3, "residual", spread="free", rngs=nnx.Rngs(0))
     rani.scale[...] = jnp.array([1.0, 2.0, 0.5])
     rani.shift[...] = jnp.array([0.0, -1.0, 1.0])
     key = jax.random.key(7)
@@ -35,9 +36,60 @@ def test_rani_is_redrawn_per_key_and_averaged_form_halves():
 
 
 def test_rani_gain_never_exceeds_its_bound_even_for_extreme_masks():
-    rani = RANI(4, "residual", rngs=nnx.Rngs(0))
+    rani = RANI(4, "residual", spread="free", rngs=nnx.Rngs(0))
     rani.shift[...] = jnp.full((4,), 50.0)  # mask ~ 1 everywhere: the worst case
     x, y = jax.random.normal(jax.random.key(2), (2, 1, 5, 5, 4))
     key = jax.random.key(3)
     ratio = jnp.linalg.norm(rani(x, key) - rani(y, key)) / jnp.linalg.norm(x - y)
     assert 1.9 < float(ratio) <= rani.lipschitz_bound()
+
+
+def test_floored_mask_uses_the_floored_scale_and_bounded_shift():
+    rani = RANI(2, "residual", rngs=nnx.Rngs(0))
+    assert rani.spread == "floored"
+    scale, shift = rani.mask_parameters()  # the initialization of the free form
+    np.testing.assert_allclose(scale, 1.0, rtol=1e-6)
+    np.testing.assert_array_equal(shift, 0.0)
+    rani.scale[...] = jnp.array([-30.0, 2.0])
+    rani.shift[...] = jnp.array([30.0, -0.5])
+    key, h = jax.random.key(3), jnp.ones((1, 2, 2, 2))
+    omega = jax.random.normal(key, h.shape)
+    a = rani_lib.SCALE_FLOOR + jnp.log1p(jnp.exp(jnp.array([-30.0, 2.0])))
+    b = rani_lib.SHIFT_LIMIT * jnp.tanh(jnp.array([30.0, -0.5]))
+    np.testing.assert_allclose(rani(h, key), h + h * jax.nn.sigmoid(a * omega + b), rtol=1e-6)
+
+
+def test_mask_sd_is_the_spread_over_omega():
+    rani = RANI(3, "residual", spread="free", rngs=nnx.Rngs(0))
+    rani.scale[...] = jnp.array([1.0, 0.2, 3.0])
+    rani.shift[...] = jnp.array([0.0, 1.0, -2.0])
+    omega = jax.random.normal(jax.random.key(0), (200_000, 1))
+    sampled = jnp.std(jax.nn.sigmoid(rani.scale[...] * omega + rani.shift[...]), axis=0)
+    np.testing.assert_allclose(rani.mask_sd(), sampled, rtol=1e-2)
+
+
+def test_the_floor_holds_whatever_the_parameters_and_the_free_form_can_collapse():
+    grid = jnp.linspace(-40.0, 40.0, 81)
+    u, v = (a.reshape(-1) for a in jnp.meshgrid(grid, grid))
+    rani = RANI(u.size, "residual", rngs=nnx.Rngs(0))
+    rani.scale[...], rani.shift[...] = u, v
+    sd = rani.mask_sd()
+    assert float(sd.min()) >= rani_lib.MIN_MASK_SD
+    assert float(sd.min()) == pytest.approx(rani_lib.MIN_MASK_SD, abs=1e-3)  # reached at the edge
+    free = RANI(2, "residual", spread="free", rngs=nnx.Rngs(0))
+    free.scale[...], free.shift[...] = jnp.array([0.0, 1.0]), jnp.array([0.0, 12.0])
+    assert float(free.mask_sd().max()) < 1e-3  # what cross-entropy training can reach
+
+
+def test_min_mask_sd_reads_every_rani_of_a_model():
+    from hycas_jax import models
+    cfg = models.default_config("small_cnn")
+    cfg.image_shape, cfg.mean, cfg.std = (8, 8, 1), (0.5,), (0.25,)
+    cfg.widths, cfg.strides, cfg.streams = (4,), (2,), (("sncan", "rpfan"),)
+    model = models.build(cfg, key=jax.random.key(0))
+    assert rani_lib.min_mask_sd(model) == pytest.approx(0.2083, abs=1e-4)
+    # One stream's RANI at the floor scale (0.75, shift 0): sd 0.167.
+    model.units[0].streams[1].rani.scale[...] = jnp.full((4,), -50.0)
+    assert rani_lib.min_mask_sd(model) == pytest.approx(0.167, abs=2e-3)
+    cfg.kind, cfg.rani = "lipschitz", "off"
+    assert np.isnan(rani_lib.min_mask_sd(models.build(cfg, key=jax.random.key(0))))

@@ -1,4 +1,5 @@
 import contextlib
+import functools
 import re
 
 import jax
@@ -10,7 +11,7 @@ from flax import nnx
 
 from hycas_jax import rng
 from hycas_jax.models.fdpan import FDPAN
-from hycas_jax.models.rpfan import RPFAN, random_projection_filters
+from hycas_jax.models.rpfan import RPFAN, random_channel_projection, random_projection_filters
 from hycas_jax.models.sncan import SNCAN
 from hycas_jax.nn import dct, spectral
 from hycas_jax.nn.depthwise import reverse_mode_only
@@ -40,8 +41,8 @@ def test_fdpan_follows_the_four_stage_cascade(form):
     assert s(x, key).shape == (2, 3, 3, COUT)
 
 
-def test_rpfan_redraws_l1_normalized_filters_from_the_key():
-    s = RPFAN(CIN, COUT, 3, input_hw=HW, rngs=nnx.Rngs(2))
+def test_depthwise_rpfan_redraws_l1_normalized_filters_from_the_key():
+    s = RPFAN(CIN, COUT, 3, input_hw=HW, form="depthwise", rngs=nnx.Rngs(2))
     filters = random_projection_filters(jax.random.key(3), 3, COUT)
     np.testing.assert_allclose(jnp.abs(filters).sum(axis=(0, 1, 2)), 1.0, rtol=1e-6)
     x = _x()
@@ -55,7 +56,68 @@ def test_rpfan_redraws_l1_normalized_filters_from_the_key():
     np.testing.assert_allclose(a, s.rani(manual, rani_key), rtol=1e-5, atol=1e-6)
 
 
-@pytest.mark.parametrize("cls", [SNCAN, FDPAN, RPFAN])
+def test_mixed_rpfan_adds_random_filters_to_a_learned_conv_of_the_premix():
+    s = RPFAN(CIN, COUT, 3, input_hw=HW, stride=2, rngs=nnx.Rngs(2))
+    assert s.form == "mixed" and s.random_weight == 0.1
+    x, key = _x(), jax.random.key(0)
+    a = s(x, key)
+    assert not np.allclose(a, s(x, jax.random.key(1)))
+    np.testing.assert_array_equal(a, s(x, key))
+    proj_key, rani_key = jax.random.split(key)
+    filter_key, channel_key = jax.random.split(proj_key)
+    h = x @ s.mix.matrix()
+    q = random_channel_projection(channel_key, CIN, COUT)
+    random = jax.lax.conv_general_dilated(
+        h @ q, random_projection_filters(filter_key, 3, COUT), (2, 2), "SAME",
+        dimension_numbers=("NHWC", "HWIO", "NHWC"), feature_group_count=COUT)
+    manual = 0.9 * s.learned(h) + 0.1 * random
+    np.testing.assert_allclose(a, s.rani(manual, rani_key), rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match="rpfan_random_weight must be in"):
+        RPFAN(CIN, COUT, 3, input_hw=HW, random_weight=1.5, rngs=nnx.Rngs(2))
+
+
+@pytest.mark.parametrize("shape", [(2, 8), (8, 2), (5, 5)])
+def test_random_channel_projection_is_a_partial_isometry(shape):
+    q = np.asarray(random_channel_projection(jax.random.key(4), *shape), np.float64)
+    assert q.shape == shape
+    small = q.T @ q if shape[0] >= shape[1] else q @ q.T
+    np.testing.assert_allclose(small, np.eye(min(shape)), atol=1e-6)
+
+
+def test_a_random_draw_uses_most_of_its_norm_budget():
+    """Every draw of the random channels has norm <= 1 (the bound), and the bound is
+    tight: the draws' exact norms (dense SVD) come close to it."""
+    cin, cout, hw = 4, 8, (6, 6)
+    norms = []
+    for seed in range(12):
+        filter_key, channel_key = jax.random.split(jax.random.key(seed))
+        q = random_channel_projection(channel_key, cin, cout)
+        f = random_projection_filters(filter_key, 3, cout)
+        fn = lambda x: jax.lax.conv_general_dilated(  # noqa: E731
+            x @ q, f, (1, 1), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC"),
+            feature_group_count=cout)
+        norms.append(top_singular_value(dense_matrix(fn, (1, *hw, cin))))
+    assert max(norms) <= spectral.SAFETY
+    assert np.median(norms) > 0.6, norms
+
+
+@pytest.mark.parametrize("form, least", [("mixed", 0.5), ("depthwise", None)])
+def test_mixed_rpfan_carries_signal_across_draws(form, least):
+    """The mean over draws of the stream's output, against its spread: the learned
+    channels keep a mean, the redrawn zero-mean filters alone do not."""
+    s = RPFAN(CIN, COUT, 3, input_hw=HW, rani=None, form=form, rngs=nnx.Rngs(2))
+    x = _x()
+    outs = jax.vmap(lambda k: s(x, k))(jax.random.split(jax.random.key(0), 400))
+    ratio = float(jnp.sqrt(jnp.mean(jnp.mean(outs, 0) ** 2)) / jnp.sqrt(jnp.mean(outs ** 2)))
+    if least is None:
+        assert ratio < 0.1
+    else:
+        assert ratio > least
+
+
+@pytest.mark.parametrize("cls", [SNCAN, FDPAN, RPFAN, functools.partial(RPFAN, form="depthwise"),
+                                 functools.partial(RPFAN, random_weight=1.0)],
+                         ids=["SNCAN", "FDPAN", "RPFAN", "RPFAN-depthwise", "RPFAN-random-only"])
 @pytest.mark.parametrize("stride", [1, 2])
 def test_stream_bound_holds_for_fixed_keys(cls, stride):
     s = cls(CIN, COUT, 3, input_hw=HW, stride=stride, rngs=nnx.Rngs(3))

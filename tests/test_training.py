@@ -102,6 +102,9 @@ def test_metrics_and_final_results_are_written(reference_run):
         assert name in files
     lines = open(os.path.join(reference_run, "metrics.jsonl")).read().splitlines()
     assert any('"lipschitz_bound"' in line and '"clean_accuracy"' in line for line in lines)
+    # What noise RANI has left, at every logging step and at the end.
+    rows = [json.loads(line) for line in lines]
+    assert all(0.1165 <= r["rani/min_mask_sd"] <= 0.5 for r in rows), rows
 
 
 def _corrupt(workdir):

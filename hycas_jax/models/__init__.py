@@ -8,13 +8,19 @@ module reports a guaranteed `lipschitz_bound()`.
 """
 from hycas_jax.models.base import Classifier
 from hycas_jax.models.block import HyCASBlock
-from hycas_jax.models.factory import (ALL_STREAMS, BACKBONES, build, default_config,
-                                      validate)
+from hycas_jax.models.factory import (
+                                      ALL_STREAMS,
+                                      BACKBONES,
+                                      STREAM_SCHEDULES,
+                                      build,
+                                      default_config,
+                                      validate,
+)
 from hycas_jax.models.fdpan import FDPAN
 from hycas_jax.models.gate import ConvexGate
 from hycas_jax.models.rani import RANI
 from hycas_jax.models.rpfan import RPFAN
 from hycas_jax.models.sncan import SNCAN
 
-__all__ = ["ALL_STREAMS", "BACKBONES", "Classifier", "ConvexGate", "FDPAN", "HyCASBlock", "RANI",
-           "RPFAN", "SNCAN", "build", "default_config", "validate"]
+__all__ = ["ALL_STREAMS", "BACKBONES", "STREAM_SCHEDULES", "Classifier", "ConvexGate", "FDPAN",
+           "HyCASBlock", "RANI", "RPFAN", "SNCAN", "build", "default_config", "validate"]

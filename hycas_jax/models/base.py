@@ -11,7 +11,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from hycas_jax import checks
-from hycas_jax.models.rani import RANI
+from hycas_jax.models.rani import RANI, config_spread
 from hycas_jax.nn import normalize
 from hycas_jax.nn.activations import get_activation
 
@@ -28,7 +28,8 @@ class Classifier(nnx.Module):
         self.final_hw = tuple(final_hw)
         self.normalize = normalize.Normalize(cfg.mean, cfg.std)
         budgeted = cfg.kind == "hycas" and cfg.rani == "budgeted"
-        self.final_rani = RANI(channels, "residual", rngs=rngs) if budgeted else None
+        self.final_rani = (RANI(channels, "residual", spread=config_spread(cfg), rngs=rngs)
+                           if budgeted else None)
         if cfg.kind == "plain":
             self.head = normalize.Linear(channels, self.num_classes, rngs=rngs)
         else:

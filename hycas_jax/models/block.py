@@ -22,7 +22,7 @@ from flax import nnx
 from hycas_jax.models.fdpan import FDPAN
 from hycas_jax.models.gate import ConvexGate
 from hycas_jax.models.rani import RANI
-from hycas_jax.models.rpfan import RPFAN
+from hycas_jax.models.rpfan import DEFAULT_RANDOM_WEIGHT, RPFAN
 from hycas_jax.models.sncan import SNCAN
 
 STREAMS = {"sncan": SNCAN, "fdpan": FDPAN, "rpfan": RPFAN}
@@ -58,7 +58,8 @@ class HyCASBlock(nnx.Module):
                  input_hw: Sequence[int], stride: int = 1,
                  streams: Sequence[str] = ("sncan", "fdpan", "rpfan"),
                  rani: str = "per_block", dct_keep: float = 0.5, gate: str = "learned",
-                 rngs: nnx.Rngs):
+                 rani_spread: str = "floored", rpfan: str = "mixed",
+                 rpfan_random_weight: float = DEFAULT_RANDOM_WEIGHT, rngs: nnx.Rngs):
         check_streams(streams)
         check_rani(rani)
         check_gate(gate)
@@ -66,14 +67,17 @@ class HyCASBlock(nnx.Module):
         self.stream_names = tuple(streams)
         built = []
         for name in streams:
-            kwargs = dict(input_hw=input_hw, stride=stride, rani=form, rngs=rngs)
+            kwargs = dict(input_hw=input_hw, stride=stride, rani=form, rani_spread=rani_spread,
+                          rngs=rngs)
             if STREAMS[name] is FDPAN:
                 kwargs["dct_keep"] = dct_keep
+            if STREAMS[name] is RPFAN:
+                kwargs.update(form=rpfan, random_weight=rpfan_random_weight)
             built.append(STREAMS[name](in_channels, out_channels, kernel_size, **kwargs))
         self.streams = nnx.List(built)
         self.gate = ConvexGate(len(built), out_channels, per_channel=rani != "budgeted",
                                learned=gate == "learned", rngs=rngs)
-        self.post_rani = RANI(out_channels, form, rngs=rngs) if form else None
+        self.post_rani = RANI(out_channels, form, spread=rani_spread, rngs=rngs) if form else None
 
     def __call__(self, x: jax.Array, key: jax.Array) -> jax.Array:
         keys = jax.random.split(key, len(self.streams) + 1)

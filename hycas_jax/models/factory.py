@@ -10,6 +10,9 @@ The model config (`config.model` of an experiment, or a bare ConfigDict) has:
   blocks_per_stage   resnet18 only
   streams        one tuple of stream names per unit/stage ('sncan', 'fdpan', 'rpfan')
   rani           'per_block' (paper) | 'budgeted' (global bound <= 2) | 'off'
+  rani_spread    'floored' (the mask's spread has a floor) | 'free' (default when absent)
+  rpfan          'mixed' (learned + random filters) | 'depthwise' (default when absent)
+  rpfan_random_weight   the random filters' weight a in the mixed form (0.1)
   kernel_size, dct_keep, activation ('maxmin' | 'groupsort4'), mean, std
 """
 from __future__ import annotations
@@ -20,13 +23,22 @@ from flax import nnx
 
 from hycas_jax.models.base import Classifier
 from hycas_jax.models.block import check_gate, check_rani, check_streams
+from hycas_jax.models.rani import check_spread, config_spread
 from hycas_jax.models.resnet import ResNet18
+from hycas_jax.models.rpfan import check_form as check_rpfan
+from hycas_jax.models.rpfan import config_form as rpfan_form
 from hycas_jax.models.small_cnn import SmallCNN
 from hycas_jax.models.units import KINDS
 from hycas_jax.nn.activations import ACTIVATIONS
 
 BACKBONES = {"small_cnn": SmallCNN, "resnet18": ResNet18}
 ALL_STREAMS = ("sncan", "fdpan", "rpfan")
+# ResNet-18's streams per stage. The paper puts all three at every convolution; the
+# authors' notebook runs the frequency stream in stages 1-2 and the projections in 1-3.
+STREAM_SCHEDULES = {
+    "paper": (ALL_STREAMS,) * 4,
+    "notebook": (ALL_STREAMS, ALL_STREAMS, ("sncan", "rpfan"), ("sncan",)),
+}
 
 
 def default_config(backbone: str = "small_cnn") -> ml_collections.ConfigDict:
@@ -38,6 +50,9 @@ def default_config(backbone: str = "small_cnn") -> ml_collections.ConfigDict:
     cfg.kind = "hycas"
     cfg.kernel_size = 3
     cfg.rani = "per_block"
+    cfg.rani_spread = "floored"  # the mask keeps its noise (models/rani.py); "free": unbounded
+    cfg.rpfan = "mixed"  # learned and random filters (models/rpfan.py); "depthwise": before
+    cfg.rpfan_random_weight = 0.1  # the random filters' share of the mixed form's output
     cfg.dct_keep = 0.5
     cfg.activation = "maxmin"
     cfg.gate = "learned"  # or "uniform": fixed equal stream weights (the no-gate ablation)
@@ -47,8 +62,7 @@ def default_config(backbone: str = "small_cnn") -> ml_collections.ConfigDict:
         cfg.widths = (64, 128, 256, 512)
         cfg.strides = (1, 2, 2, 2)
         cfg.blocks_per_stage = 2
-        # The authors' notebook: frequency stream in stages 1-2, projections in 1-3.
-        cfg.streams = (ALL_STREAMS, ALL_STREAMS, ("sncan", "rpfan"), ("sncan",))
+        cfg.streams = STREAM_SCHEDULES["paper"]
     else:
         cfg.image_shape = (28, 28, 1)
         cfg.num_classes = 10
@@ -71,6 +85,8 @@ def validate(cfg) -> None:
     if cfg.kind != "plain" and cfg.activation not in ACTIVATIONS:
         raise ValueError(f"unknown activation {cfg.activation!r}; known: {sorted(ACTIVATIONS)}")
     check_rani(cfg.rani)
+    check_spread(config_spread(cfg))
+    check_rpfan(rpfan_form(cfg))
     check_gate(cfg.get("gate", "learned"))
     if len(cfg.image_shape) != 3:
         raise ValueError(f"image_shape must be (H, W, C), got {cfg.image_shape}")

@@ -18,6 +18,7 @@ from hycas_jax.nn.orthogonal import OrthogonalMix
 class FDPAN(RandomizedStream):
     def __init__(self, in_channels: int, out_channels: int, kernel_size: int, *,
                  input_hw: Sequence[int], stride: int = 1, rani: Optional[str] = "residual",
+                 rani_spread: str = "floored",
                  dct_keep: float = 0.5, rngs: nnx.Rngs):
         self.dct_keep = dct_keep
         self.input_hw = tuple(input_hw)
@@ -25,7 +26,7 @@ class FDPAN(RandomizedStream):
         self.mix = OrthogonalMix(in_channels, in_channels, rngs=rngs)
         self.conv = SNConv(in_channels, out_channels, kernel_size, input_hw=input_hw,
                            stride=stride, rngs=rngs)
-        self._init_rani(out_channels, rani, rngs)
+        self._init_rani(out_channels, rani, rngs, rani_spread)
 
     def _projections(self):
         h, w = self.input_hw

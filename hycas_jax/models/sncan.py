@@ -13,10 +13,11 @@ from hycas_jax.nn.conv import SNConv
 class SNCAN(RandomizedStream):
     def __init__(self, in_channels: int, out_channels: int, kernel_size: int, *,
                  input_hw: Sequence[int], stride: int = 1, rani: Optional[str] = "residual",
+                 rani_spread: str = "floored",
                  rngs: nnx.Rngs):
         self.conv = SNConv(in_channels, out_channels, kernel_size, input_hw=input_hw,
                            stride=stride, rngs=rngs)
-        self._init_rani(out_channels, rani, rngs)
+        self._init_rani(out_channels, rani, rngs, rani_spread)
 
     def __call__(self, x: jax.Array, key: jax.Array) -> jax.Array:
         return self._apply_rani(self.conv(x), key)

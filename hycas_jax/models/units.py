@@ -15,6 +15,9 @@ import jax
 from flax import nnx
 
 from hycas_jax.models.block import HyCASBlock
+from hycas_jax.models.rani import config_spread
+from hycas_jax.models.rpfan import config_form as rpfan_form
+from hycas_jax.models.rpfan import config_random_weight
 from hycas_jax.nn.conv import PlainConv
 
 KINDS = ("hycas", "lipschitz", "plain")
@@ -49,7 +52,8 @@ def make_unit(kind: str, in_channels: int, out_channels: int, *, input_hw, strid
         rani = cfg.rani
     return HyCASBlock(in_channels, out_channels, cfg.kernel_size, input_hw=input_hw,
                       stride=stride, streams=streams, rani=rani, dct_keep=cfg.dct_keep,
-                      gate=cfg.get("gate", "learned"),
+                      gate=cfg.get("gate", "learned"), rani_spread=config_spread(cfg),
+                      rpfan=rpfan_form(cfg), rpfan_random_weight=config_random_weight(cfg),
                       rngs=rngs)
 
 

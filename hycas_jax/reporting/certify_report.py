@@ -122,7 +122,7 @@ def plot_certified_accuracy(curves: Mapping[str, Curve], path, *,
 
 def hybrid_report(certificates: Sequence, labels, *,
                   radii: Sequence[float] = DEFAULT_RADII, alpha_budget: float | None = None) -> str:
-    """Markdown table of certified accuracy, one row per `certificates.Certificate`,
+    """Markdown table of certified accuracy, one row per `hycas_jax.certification.Certificate`,
     naming its classifier.
 
     The failure probabilities add; with `alpha_budget` (e.g. 1e-3 split as

@@ -13,6 +13,7 @@ each process reads its own shard of the data, the batch is split over the
 from __future__ import annotations
 
 import json
+import math
 import os
 from typing import Optional
 
@@ -27,6 +28,8 @@ from hycas_jax import data, models
 from hycas_jax.adapter import logits_fn_for
 from hycas_jax.attacks.pgd import pgd_unchecked
 from hycas_jax.config import data_kwargs
+from hycas_jax.data.augment import check_augmentation
+from hycas_jax.models.rani import min_mask_sd
 from hycas_jax.nn import lipschitz
 from hycas_jax.nn.conv import power_iterate_all
 from hycas_jax.runtime import checkpointing, distributed, files, runlock
@@ -109,8 +112,15 @@ def _adversary(graphdef, adv):
     return perturb
 
 
-def _lipschitz_bound(graphdef, state) -> float:
-    return lipschitz.network_bound(model_from_state(graphdef, distributed.local_copy(state)))
+def _model_metrics(graphdef, state) -> dict:
+    """The guaranteed bound and, for a model with RANI, `rani/min_mask_sd`: the smallest
+    per-channel standard deviation of a RANI mask over its noise (what noise is left)."""
+    model = model_from_state(graphdef, distributed.local_copy(state))
+    out = {"lipschitz_bound": lipschitz.network_bound(model)}
+    sd = min_mask_sd(model)
+    if not math.isnan(sd):
+        out["rani/min_mask_sd"] = sd
+    return out
 
 
 def _eval_batch_size(mesh) -> int:
@@ -149,6 +159,7 @@ def train(config, workdir: str, *, progress: bool = True) -> dict:
     # Checked before anything is written, so a fixed command can reuse the workdir.
     _dataset_info(config)
     models.validate(config.model)
+    check_augmentation(config.training.get("augment", "none"))
     files.path(workdir).mkdir(parents=True, exist_ok=True)
     with runlock.exclusive(os.path.join(workdir, LOCK_FILE), f"workdir {workdir}"):
         return _train(config, workdir, progress=progress)
@@ -185,7 +196,7 @@ def _train(config, workdir: str, *, progress: bool) -> dict:
             metrics = {k: float(v) for k, v in metrics.items()}
             clean = eval_fn(state, batch["image"], batch["label"], jax.random.fold_in(log_key, done), 0.0)
             metrics["clean_accuracy"] = float(clean) / batch["label"].shape[0]
-            metrics["lipschitz_bound"] = _lipschitz_bound(graphdef, state)
+            metrics.update(_model_metrics(graphdef, state))
             metrics["learning_rate"] = float(schedule(step))
             writer.write(done, metrics)
             bar.set_postfix(loss=f"{metrics['loss']:.3f}", acc=f"{metrics['noisy_accuracy']:.2f}",
@@ -198,7 +209,7 @@ def _train(config, workdir: str, *, progress: bool) -> dict:
     ckpt.wait()
     ckpt.close()
     final = evaluate(config, graphdef, state, mesh=mesh)
-    final["lipschitz_bound"] = _lipschitz_bound(graphdef, state)
+    final.update(_model_metrics(graphdef, state))
     final["step"] = int(state["step"])
     writer.write(final["step"], final, final=True)
     writer.close()

@@ -3,8 +3,9 @@
 A train state is the pytree {step, params, rest, opt_state}: `params` are the
 trainable parameters, `rest` the other model state (power-iteration vectors).
 The step's randomness is `fold_in(root_key, step)`, split into one key per
-stream (input noise, model, attack), so a resumed run draws exactly what an
-uninterrupted one would.
+stream (input noise, model, attack; augmentation, when the config asks for it,
+folds in its own), so a resumed run draws exactly what an uninterrupted one
+would.
 
 With a mesh, the step is one jit over the whole mesh: the batch split over
 the `data` axis, the state replicated, and XLA inserting the gradient
@@ -20,7 +21,10 @@ import jax.numpy as jnp
 import optax
 
 from hycas_jax import rng
+from hycas_jax.data.augment import augment
 from hycas_jax.runtime import distributed
+
+_AUGMENT_STREAM = 0xA6  # fold_in index of the augmentation's key
 
 
 def _loss(logits, labels, temperature):
@@ -53,6 +57,9 @@ def make_train_step(logits_fn, tx: optax.GradientTransformation, cfg, mesh=None,
         key = jax.random.fold_in(root_key, state["step"])
         noise_key, model_key, attack_key = jax.random.split(key, 3)
         x, y = batch["image"], batch["label"]
+        augmentation = cfg.get("augment", "none")  # a run saved before the option: none
+        if augmentation != "none":  # its own key: the others stay as without augmentation
+            x = augment(augmentation, jax.random.fold_in(key, _AUGMENT_STREAM), x)
         if perturb is not None:
             x = jax.lax.stop_gradient(perturb((state["params"], state["rest"]), x, y, attack_key))
         x_noisy = x + cfg.sigma * rng.normal(noise_key, x.shape, x.dtype)
