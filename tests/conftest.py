@@ -63,6 +63,7 @@ def tiny_run(tmp_path_factory):
     import fcntl
 
     import tiny_config
+
     from hycas_jax import training
     root = tmp_path_factory.getbasetemp()
     if os.environ.get("PYTEST_XDIST_WORKER"):
