@@ -41,12 +41,19 @@ def test_frozen_forward_pass_does_no_parameter_work():
     x, key = _x(tiny()), jax.random.key(2)
     before = _jaxpr_text(*hycas_jax.functional(model), x, key)
     after = _jaxpr_text(*hycas_jax.functional(hycas_jax.freeze(model)), x, key)
-    # The head's SVD norm and the SNCs' norm estimate (a sqrt) are gone, and so are
-    # most equations (the mixes' matrix exponentials); the streams' own work remains.
+    # The head's SVD norm and the SNCs' norm estimates (a sqrt each) are gone, and so are
+    # most equations (the mixes' matrix exponentials); the streams' own work remains,
+    # RPFAN's per-draw projection bound (key work, not parameter work) included.
     assert "svd" in before and "svd" not in after
-    assert "sqrt" in before and "sqrt" not in after
+    assert after.count("sqrt") < before.count("sqrt")
     assert len(after) < 0.7 * len(before)
     assert "conv_general_dilated" in after and "dot_general" in after
+    # Without RPFAN nothing takes a square root any more.
+    cfg = tiny(streams=(("sncan", "fdpan"),) * 2)
+    model = models.build(cfg, key=jax.random.key(1))
+    before = _jaxpr_text(*hycas_jax.functional(model), x, key)
+    after = _jaxpr_text(*hycas_jax.functional(hycas_jax.freeze(model)), x, key)
+    assert "sqrt" in before and "sqrt" not in after
 
 
 def test_freeze_is_idempotent_and_leaves_the_original_trainable():
