@@ -20,6 +20,10 @@ from hycas_jax import models  # noqa: E402
 
 def _model(backbone, rani="per_block", image_shape=None):
     cfg = models.default_config(backbone)
+    # The architecture the reference implements (benchmarks/common.py, `_as_measured`).
+    cfg.rpfan, cfg.rani_spread = "depthwise", "free"
+    if backbone == "resnet18":
+        cfg.streams = models.STREAM_SCHEDULES["notebook"]
     cfg.rani = rani
     if image_shape is not None:
         cfg.image_shape = image_shape
