@@ -7,9 +7,8 @@ notebook's stream schedule after a comma:
 
 Needs the TFDS `cifar10` dataset prepared as array_record (see README) and an accelerator.
 """
-from hycas_jax.config import cifar
+from hycas_jax.config import cifar_from_arg
 
 
 def get_config(arg: str = "0.5"):
-    sigma, _, schedule = arg.partition(",")
-    return cifar("cifar10", float(sigma), schedule or "paper")
+    return cifar_from_arg("cifar10", arg)

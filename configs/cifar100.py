@@ -1,15 +1,9 @@
-"""HyCAS ResNet-18 on CIFAR-100 as in the paper: all three streams at every convolution,
-random crop and flip, 100 epochs. Pass sigma after a colon, and optionally the authors'
-notebook's stream schedule after a comma:
-
-    --config configs/cifar100.py:0.5            # sigma 0.5 (default; the paper uses 0.25, 0.5, 1.0)
-    --config configs/cifar100.py:0.5,notebook   # FDPAN in stages 1-2, RPFAN in 1-3, stage 4 SNCAN only
-
-Needs the TFDS `cifar100` dataset prepared as array_record (see README) and an accelerator.
+"""HyCAS ResNet-18 on CIFAR-100 as in the paper; the arguments are those of
+configs/cifar10.py (`--config configs/cifar100.py:0.5` or `:0.5,notebook`). Needs the TFDS
+`cifar100` dataset prepared as array_record (see README).
 """
-from hycas_jax.config import cifar
+from hycas_jax.config import cifar_from_arg
 
 
 def get_config(arg: str = "0.5"):
-    sigma, _, schedule = arg.partition(",")
-    return cifar("cifar100", float(sigma), schedule or "paper")
+    return cifar_from_arg("cifar100", arg)

@@ -125,6 +125,13 @@ def cifar(dataset: str, sigma: float, schedule: str = "paper") -> ml_collections
     return c
 
 
+def cifar_from_arg(dataset: str, arg: str) -> ml_collections.ConfigDict:
+    """`cifar` from a config file's argument `SIGMA` or `SIGMA,SCHEDULE`
+    (`--config configs/cifar10.py:0.5,notebook`)."""
+    sigma, _, schedule = arg.partition(",")
+    return cifar(dataset, float(sigma), schedule or "paper")
+
+
 def data_kwargs(config, *, data_dir=None) -> dict:
     """The keywords of `hycas_jax.data.get_source` (and the pipelines) for an experiment's
     data set: where it lives (`data_dir` overrides the config's), its family's options,
