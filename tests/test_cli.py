@@ -53,6 +53,8 @@ def workdir(tiny_run):
     ("configs/mnist_at.py", "training.adversarial.enabled", True),
     ("configs/cifar10.py:0.25", "certify.sigma", 0.25),
     ("configs/cifar100.py:1.0", "model.num_classes", 100),
+    ("configs/cifar10.py:0.25,notebook", "model.streams",
+     (("sncan", "fdpan", "rpfan"),) * 2 + (("sncan", "rpfan"), ("sncan",))),
     ("configs/medmnist.py:/data/dermamnist.npz", "dataset.name", "medmnist:/data/dermamnist.npz"),
     ("configs/tfds.py:patch_camelyon", "model.image_shape", (96, 96, 3)),
 ])
