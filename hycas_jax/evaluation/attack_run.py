@@ -98,8 +98,7 @@ def _attack_workdir(workdir, model, config, step: int, settings: AttackSettings,
     # Derived weights once; the model's fast reverse-mode gradients for the attacks.
     model_fn, params = functional(frozen.freeze(model), reverse_mode=True)
     attacker = Attacker(model_fn, params, settings, stochastic=model.stochastic,
-                        vote_sigma=s["vote_sigma"], batch_size=s["batch_size"],
-                        digest=s["digest"])
+                        vote_sigma=s["vote_sigma"], digest=s["digest"])
     out = Path(out_dir or Path(workdir) / "attack")
     out.mkdir(parents=True, exist_ok=True)
     with runlock.exclusive(str(out / f".{LOG_FILE}.lock"), f"attack log {out / LOG_FILE}"):

@@ -116,9 +116,9 @@ class Attacker:
     """
 
     def __init__(self, logits_fn, params, settings: AttackSettings, *, stochastic: bool,
-                 vote_sigma: float, batch_size: int, digest: str = ""):
+                 vote_sigma: float, digest: str = ""):
         self.logits_fn, self.params, self.settings = logits_fn, params, settings
-        self.vote_sigma, self.batch_size, self.digest = float(vote_sigma), batch_size, digest
+        self.vote_sigma, self.digest = float(vote_sigma), digest
         base = make_target(logits_fn, stochastic=stochastic)
         vote = make_target(logits_fn, stochastic=stochastic, sigma=self.vote_sigma)
         self.targets = {rule: base if rule == "single" else vote for rule in settings.rules}
