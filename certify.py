@@ -15,7 +15,9 @@ spread over all their devices, and process 0 writes and prints. Outputs go to --
 """
 from absl import flags, logging
 
+from hycas_jax.certification import stats
 from hycas_jax.evaluation import CertifySettings, certify_workdir
+from hycas_jax.evaluation.settings import CLIPS
 from hycas_jax.nn import dct
 from hycas_jax.runtime import cli
 
@@ -23,7 +25,8 @@ from hycas_jax.runtime import cli
 SETTINGS = {"sigma": "sigma", "n0": "n0", "n": "n", "alpha": "alpha", "batch_size": "batch_size",
             "skip": "skip", "max": "max_examples", "margin": "margin",
             "margin_samples": "margin_samples", "logit_bound": "logit_bound", "seed": "seed",
-            "lowpass_form": "lowpass_form"}
+            "lowpass_form": "lowpass_form", "margin_bound": "margin_bound",
+            "margin_clip": "margin_clip"}
 
 
 def define(fv: flags.FlagValues, argv) -> None:
@@ -50,6 +53,10 @@ def define(fv: flags.FlagValues, argv) -> None:
                          "certificate.", flag_values=fv)
     flags.DEFINE_float("logit_bound", None, "Clip for the margin certificate's logits.",
                        flag_values=fv)
+    flags.DEFINE_enum("margin_bound", None, list(stats.BOUNDS), "The margin certificate's "
+                      "confidence bound (default bernstein).", flag_values=fv)
+    flags.DEFINE_enum("margin_clip", None, list(CLIPS), "fixed: clip at --logit_bound; "
+                      "calibrated: from the model's logits on training images.", flag_values=fv)
     flags.DEFINE_integer("seed", None, "Root PRNG seed; image idx uses fold_in(key(seed), idx).",
                          flag_values=fv)
     flags.DEFINE_enum("lowpass_form", None, dct.LOWPASS_FORMS,

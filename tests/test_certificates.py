@@ -8,11 +8,12 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
-from scipy import stats  # noqa: E402
+from scipy import stats as scipy_stats  # noqa: E402
 
-from hycas_jax.certification import (
+from hycas_jax.certification import (  # noqa: E402
     margin,
-    smoothing,  # noqa: E402
+    smoothing,
+    stats,
 )
 from hycas_jax.reporting import certify_report
 
@@ -59,14 +60,14 @@ def test_margin_radius_is_sound_and_tight(lipschitz):
     result = margin.margin_certify(
         orthogonal_logits, params, x, jax.random.key(0), num_classes=NUM_CLASSES,
         lipschitz=lipschitz, logit_bound=BOUND, num_samples=NUM_SAMPLES, alpha=alpha,
-        batch_size=5000)
+        batch_size=5000, bound="hoeffding")
     distance = true_distance(z, lipschitz)
     true_margin = distance * math.sqrt(2) * lipschitz
     np.testing.assert_array_equal(result.prediction, [0, 1, 2, -1])
     assert np.all(result.radius <= distance)
     assert np.all(result.margin_lower <= true_margin)
     # Only the Hoeffding term (8b sqrt(log((K-1)/alpha) / 2n) ~ 0.11) separates them.
-    hoeffding = margin.hoeffding_deviation(NUM_SAMPLES, 4 * BOUND, alpha / 2)
+    hoeffding = stats.hoeffding_deviation(NUM_SAMPLES, 4 * BOUND, alpha / 2)
     assert np.all(result.margin_lower[:3] >= true_margin[:3] - 1.5 * hoeffding)
     # Exactly that term (clipped-logit differences span 4b) plus float32 rounding (< 1e-3).
     mean = np.sort(result.logit_mean[:3], axis=1)
@@ -78,6 +79,66 @@ def test_margin_radius_is_sound_and_tight(lipschitz):
         assert "valid" in result.paper_note
     else:
         assert np.all(np.isnan(result.paper_radius)) and "not reported" in result.paper_note
+
+
+@pytest.mark.parametrize("lipschitz", [1.5, 3.0])
+def test_bernstein_margin_is_sound_and_sharper_than_hoeffding(lipschitz):
+    offsets = np.array([[0.5, 0.0, -0.2], [0.0, 0.35, 0.1], [0.1, -0.3, 0.6], [0.0, 0.0, 0.0]])
+    params, x, z = make_problem(lipschitz, offsets)
+    kwargs = dict(num_classes=NUM_CLASSES, lipschitz=lipschitz, logit_bound=BOUND,
+                  num_samples=NUM_SAMPLES, alpha=1e-3, batch_size=5000)
+    results = {b: margin.margin_certify(orthogonal_logits, params, x, jax.random.key(0),
+                                        bound=b, **kwargs) for b in stats.BOUNDS}
+    distance = true_distance(z, lipschitz)
+    true_margin = distance * math.sqrt(2) * lipschitz
+    for result in results.values():
+        np.testing.assert_array_equal(result.prediction, [0, 1, 2, -1])
+        assert np.all(result.radius <= distance) and np.all(result.margin_lower <= true_margin)
+    b, h, both = (results[k].margin_lower[:3] for k in ("bernstein", "hoeffding", "both"))
+    # The logit noise (uniform, sd 0.17 per logit) is far narrower than the clip range
+    # 4b = 4: the variance-adaptive bound pays about a third of Hoeffding's slack.
+    gap = np.sort(results["bernstein"].logit_mean[:3], axis=1)
+    slack_b, slack_h = gap[:, -1] - gap[:, -2] - b, gap[:, -1] - gap[:, -2] - h
+    assert np.all(slack_b < 0.5 * slack_h) and np.all(slack_b > 0)
+    assert np.all(both <= np.maximum(b, h) + 1e-9)  # each at alpha / 2: never better than both
+
+
+@pytest.mark.parametrize("delta", [0.05, 0.2])
+@pytest.mark.parametrize("p", [0.3, 0.02])
+def test_bernstein_overconfidence_rate_at_most_delta(delta, p):
+    # Two-point variables on {-b, b}, the worst case of the range term; p = 0.02 has a
+    # small variance, where the variance-adaptive term is what is tested.
+    n, trials = 200, 20_000
+    draws = np.random.default_rng(3).random((trials, n)) < p
+    values = BOUND * (2.0 * draws - 1.0)
+    means, variances = values.mean(axis=1), values.var(axis=1, ddof=1)
+    t = stats.bernstein_deviation(n, 2 * BOUND, variances, delta)
+    failures = int(np.sum(means - t > BOUND * (2 * p - 1)))
+    assert scipy_stats.binomtest(failures, trials, delta, alternative="greater").pvalue > 1e-3
+
+
+def test_pair_square_sums_bound_the_exact_sums():
+    # The float32 sums of squared differences, times their factor, never fall below the
+    # float64 sums of the same clipped logits.
+    from hycas_jax.certification import montecarlo
+
+    def noisy(params, x, key):
+        return 3.0 + jax.random.normal(key, (x.shape[0], 4)) * jnp.array([0.01, 1.0, 5.0, 0.3])
+
+    x = jnp.full((2,) + SHAPE, 0.5)
+    stats_ = montecarlo.sample_stats(noisy, {}, x, jax.random.key(0), num_classes=4, sigma=0.0,
+                                     num=3000, chunk_size=512, logit_bound=4.0)
+    assert stats_.pair_square_sum is None  # only when asked for
+    _, est = montecarlo.two_pass_stats(noisy, {}, x, jax.random.key(0), num_classes=4, sigma=0.0,
+                                       num_first=10, num_second=3000, chunk_size=512,
+                                       logit_bound=4.0, pair_moments=True)
+    keys = jax.random.split(jax.random.key(0))[1]
+    logits = np.stack([np.asarray(noisy({}, x, jax.random.split(jax.random.fold_in(keys, j))[1]),
+                                  np.float64) for j in range(3000)])
+    clipped = np.clip(logits, -4.0, 4.0)
+    exact = ((clipped[..., :, None] - clipped[..., None, :]) ** 2).sum(axis=0)
+    np.testing.assert_allclose(est.pair_square_sum, exact, rtol=1e-4, atol=1e-3)
+    assert np.all(est.pair_square_factor * est.pair_square_sum >= exact)
 
 
 def test_margin_certifies_the_clipped_classifier():
@@ -102,9 +163,9 @@ def test_hoeffding_overconfidence_rate_at_most_delta(delta):
     hits = np.random.default_rng(2).binomial(n, p, size=trials)
     means = BOUND * (2 * hits / n - 1)
     true_mean = BOUND * (2 * p - 1)
-    t = margin.hoeffding_deviation(n, 2 * BOUND, delta)
+    t = stats.hoeffding_deviation(n, 2 * BOUND, delta)
     failures = int(np.sum(means - t > true_mean))
-    assert stats.binomtest(failures, trials, delta, alternative="greater").pvalue > 1e-3
+    assert scipy_stats.binomtest(failures, trials, delta, alternative="greater").pvalue > 1e-3
 
 
 GOOD = dict(num_classes=NUM_CLASSES, lipschitz=1.0, logit_bound=BOUND, n0=4,
@@ -183,8 +244,38 @@ def test_deterministic_margin_certificate_is_exact():
         lipschitz=lipschitz, logit_bound=BOUND, alpha=1e-3, batch_size=10, stochastic=False)
     distance = true_distance(z, lipschitz)
     np.testing.assert_array_equal(result.prediction, [0, 1, 2])
-    assert np.all(result.radius <= distance)
+    # The toy passes its exact L, without the SAFETY factor real bounds carry for the
+    # float32 rounding of the logits; that rounding (~1e-7 relative) is all that may exceed.
+    assert np.all(result.radius <= distance * (1 + 1e-6))
     np.testing.assert_allclose(result.radius, distance, rtol=1e-4)
+
+
+def test_deterministic_per_pair_radius_is_the_exact_distance():
+    # Rows of unequal norms: min_j (z_A - z_j) / ||w_A - w_j|| is the exact distance to
+    # the decision boundary, larger than the sqrt(2) L form.
+    w = np.array([[1.0, 0, 0, 0], [0, 0.3, 0, 0], [0, 0, 0.2, 0.1]] + [[0.0] * 4] * 0)
+    w = np.concatenate([w, np.zeros((3, int(np.prod(SHAPE)) - 4))], axis=1)
+    params = {"w": jnp.asarray(w, jnp.float32)}
+    x = jnp.asarray(0.5 + np.array([0.4, 0.1, 0.0] + [0.0] * 13).reshape((1,) + SHAPE),
+                    jnp.float32)
+
+    def exact_logits(params, x, key):
+        del key
+        return (x.reshape(x.shape[0], -1) - 0.5) @ params["w"].T
+
+    z = np.asarray(exact_logits(params, x, None), np.float64)[0]
+    norms = np.linalg.norm(w[:, None] - w[None], axis=-1)
+    lipschitz = float(np.linalg.svd(w, compute_uv=False)[0])
+    kwargs = dict(num_classes=3, lipschitz=lipschitz, logit_bound=BOUND, batch_size=4,
+                  stochastic=False)
+    plain = margin.margin_certify(exact_logits, params, x, jax.random.key(0), **kwargs)
+    pair = margin.margin_certify(exact_logits, params, x, jax.random.key(0),
+                                 pair_lipschitz=norms, **kwargs)
+    distance = min((z[0] - z[j]) / norms[0, j] for j in (1, 2))
+    assert pair.prediction[0] == 0
+    np.testing.assert_allclose(pair.radius[0], distance, rtol=1e-5)
+    assert plain.radius[0] < 0.9 * pair.radius[0]
+    assert "deterministic" in pair.classifier and "clip" not in pair.classifier
 
 
 @pytest.mark.parametrize("stochastic", [True, False])

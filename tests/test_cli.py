@@ -47,7 +47,9 @@ def workdir(tiny_run):
 
 @pytest.mark.parametrize("spec, field, value", [
     ("configs/mnist.py", "model.rani", "per_block"),
-    ("configs/mnist_budgeted.py", "model.rani", "budgeted"),
+    ("configs/mnist_budgeted.py", "model.rani", "final"),
+    ("configs/mnist_budgeted.py", "model.conv", "aol"),
+    ("configs/mnist_lipschitz.py", "training.loss", "lipschitz_margin"),
     ("configs/mnist_rs.py", "model.kind", "plain"),
     ("configs/mnist_lipschitz.py", "model.kind", "lipschitz"),
     ("configs/mnist_at.py", "training.adversarial.enabled", True),

@@ -5,7 +5,6 @@ from hycas_jax.certification.margin import (
                                             Certificate,
                                             MarginResult,
                                             combine_same_classifier,
-                                            hoeffding_deviation,
                                             margin_certificate,
                                             margin_certify,
                                             margin_classifier,
@@ -19,10 +18,16 @@ from hycas_jax.certification.montecarlo import (
                                             two_pass_stats,
 )
 from hycas_jax.certification.smoothing import CertifyResult, PredictResult, certify, predict
-from hycas_jax.certification.stats import binomial_pvalue, clopper_pearson, clopper_pearson_lower
+from hycas_jax.certification.stats import (
+                                            bernstein_deviation,
+                                            binomial_pvalue,
+                                            clopper_pearson,
+                                            clopper_pearson_lower,
+                                            hoeffding_deviation,
+)
 
 __all__ = ["Certificate", "CertifyResult", "MarginResult", "MonteCarloStats", "PredictResult",
-           "binomial_pvalue",
+           "bernstein_deviation", "binomial_pvalue",
            "certify", "clopper_pearson", "clopper_pearson_lower", "combine_same_classifier",
            "hoeffding_deviation", "margin_certificate", "margin_certify", "margin_classifier",
            "predict", "sample_counts", "sample_stats", "smoothed_classifier", "smoothing_certificate",

@@ -44,16 +44,22 @@ class MonteCarloStats(NamedTuple):
     logit_sum_error: float, bound on the float32 rounding error of every
         `logit_sum` entry (inf when the logits were not clipped).
     num: int, number of samples.
+    pair_square_sum: float64 (B, K, K) or None (not asked for): sum over samples
+        of (clip(z_i) - clip(z_j))^2, the pairwise margins' second moments.
+    pair_square_factor: float, with pair_square_sum: the exact sum is at most
+        `pair_square_factor * pair_square_sum` (`_square_sum_factor`).
     """
 
     counts: np.ndarray
     logit_sum: np.ndarray
     logit_sum_error: float
     num: int
+    pair_square_sum: np.ndarray | None = None
+    pair_square_factor: float = 1.0
 
 
 def _chunk_sums(logits_fn, params, x, keys, sigma, bound, *, num_classes, split, num,
-                chunk_size, first, stride, rounds, axes=()):
+                chunk_size, first, stride, rounds, axes=(), pair_moments=False):
     """Counts and clipped-logit sums of chunks first, first + stride, ... (`rounds` of them).
 
     The pass holds `num` samples in two parts: sample j < `split` is sample j of
@@ -85,34 +91,41 @@ def _chunk_sums(logits_fn, params, x, keys, sigma, bound, *, num_classes, split,
         return logits
 
     def chunk(r, carry):
-        counts, sums = carry
+        counts, sums = carry[:2]
         j = (first + r * stride) * chunk_size + lanes
         logits = jax.vmap(one_sample)(j)  # (chunk, B, K)
         # (2, chunk, 1, 1): which part each lane counts for; the tail past `num` in neither.
         part = jnp.stack([j < split, (j >= split) & (j < num)])[:, :, None, None]
         votes = jax.nn.one_hot(jnp.argmax(logits, axis=-1), num_classes, dtype=jnp.int32)
         clipped = jnp.clip(logits.astype(jnp.float32), -bound, bound)
-        return (counts + jnp.sum(jnp.where(part, votes, 0), axis=1),
-                sums + jnp.sum(jnp.where(part, clipped, 0.0), axis=1))
+        out = (counts + jnp.sum(jnp.where(part, votes, 0), axis=1),
+               sums + jnp.sum(jnp.where(part, clipped, 0.0), axis=1))
+        if pair_moments:
+            diff = clipped[:, :, :, None] - clipped[:, :, None, :]  # (chunk, B, K, K)
+            out += (carry[2] + jnp.sum(jnp.where(part[..., None], diff * diff, 0.0), axis=1),)
+        return out
 
     init = (jnp.zeros((2, batch, num_classes), jnp.int32),
             jnp.zeros((2, batch, num_classes), jnp.float32))
+    if pair_moments:
+        init += (jnp.zeros((2, batch, num_classes, num_classes), jnp.float32),)
     if axes:  # each device's running sums differ: shard_map must type them as varying
         init = jax.lax.pcast(init, axes, to="varying")
     return jax.lax.fori_loop(0, rounds, chunk, init)
 
 
-_STATIC = ("logits_fn", "num_classes", "split", "num", "chunk_size")
+_STATIC = ("logits_fn", "num_classes", "split", "num", "chunk_size", "pair_moments")
 
 
 @functools.partial(jax.jit, static_argnames=_STATIC)
 def counting_pass(logits_fn, params, x, keys, sigma, bound, *, num_classes, split, num,
-                 chunk_size):
+                 chunk_size, pair_moments=False):
     """The jitted pass on one device: `num` samples in chunks of `chunk_size` lanes.
 
     keys: (2, ...) or (1, ...) PRNG keys; samples j < split draw from keys[0],
     the others from keys[-1] (see `_chunk_sums`). Returns int32 counts and
-    float32 clipped-logit sums, both (2, B, K), one row per part.
+    float32 clipped-logit sums, both (2, B, K), one row per part (and, with
+    `pair_moments`, the (2, B, K, K) sums of squared pairwise differences).
 
     jit caches one executable per (logits_fn, shapes, num_classes, split, num,
     chunk_size); sigma and bound are traced, so changing them does not
@@ -120,12 +133,12 @@ def counting_pass(logits_fn, params, x, keys, sigma, bound, *, num_classes, spli
     """
     return _chunk_sums(logits_fn, params, x, keys, sigma, bound, num_classes=num_classes,
                        split=split, num=num, chunk_size=chunk_size, first=0, stride=1,
-                       rounds=-(-num // chunk_size))
+                       rounds=-(-num // chunk_size), pair_moments=pair_moments)
 
 
 @functools.partial(jax.jit, static_argnames=_STATIC + ("mesh",))
 def _monte_carlo_sharded(logits_fn, params, x, keys, sigma, bound, *, num_classes, split, num,
-                         chunk_size, mesh):
+                         chunk_size, mesh, pair_moments=False):
     """`counting_pass` with the chunks dealt round-robin over every device of `mesh`.
 
     Device d runs chunks d, d + D, ...; the int32 counts are summed across
@@ -135,15 +148,16 @@ def _monte_carlo_sharded(logits_fn, params, x, keys, sigma, bound, *, num_classe
     rounds = -(-(-(-num // chunk_size)) // devices)
 
     def local(params, x, keys, sigma, bound):
-        counts, sums = _chunk_sums(
+        out = _chunk_sums(
             logits_fn, params, x, keys, sigma, bound, num_classes=num_classes, split=split,
             num=num, chunk_size=chunk_size, first=jax.lax.axis_index(axes), stride=devices,
-            rounds=rounds, axes=axes)
-        return jax.lax.psum(counts, axes), jax.lax.psum(sums, axes)
+            rounds=rounds, axes=axes, pair_moments=pair_moments)
+        return tuple(jax.lax.psum(v, axes) for v in out)
 
     replicated = jax.sharding.PartitionSpec()
+    outs = 3 if pair_moments else 2
     return jax.shard_map(local, mesh=mesh, in_specs=(replicated,) * 5,
-                         out_specs=(replicated, replicated))(params, x, keys, sigma, bound)
+                         out_specs=(replicated,) * outs)(params, x, keys, sigma, bound)
 
 
 def _sum_error_bound(num: int, chunk_size: int, bound: float, devices: int = 1,
@@ -157,44 +171,67 @@ def _sum_error_bound(num: int, chunk_size: int, bound: float, devices: int = 1,
     gamma_k * sum|v| with k = chunk_size + chunks per device + devices - 1 holds.
     """
     total = num if total is None else total
+    if total == 1:  # one term: every addition adds an exact zero
+        return 0.0
+    return _gamma(chunk_size, total, devices) * num * bound
+
+
+def _gamma(chunk_size: int, total: int, devices: int) -> float:
+    """gamma_k = k u / (1 - k u) for the k additions a term passes through (above)."""
     k = chunk_size + -(-(-(-total // chunk_size)) // devices) + devices - 1
-    gamma = k * _F32_UNIT_ROUNDOFF / (1.0 - k * _F32_UNIT_ROUNDOFF)
-    return gamma * num * bound
+    return k * _F32_UNIT_ROUNDOFF / (1.0 - k * _F32_UNIT_ROUNDOFF)
+
+
+def _square_sum_factor(chunk_size: int, total: int, devices: int) -> float:
+    """F with (exact sum of squared differences) <= F * (float32 sum).
+
+    A term is t = (a - b)^2 of two float32 clipped logits; the device computes
+    fl(fl(a - b)^2) >= t (1 - u)^3. The terms are nonnegative, so the summed
+    float32 value S satisfies |S - sum fl(t)| <= gamma_k sum fl(t), hence
+    sum t <= S / ((1 - gamma_k) (1 - u)^3)."""
+    u = _F32_UNIT_ROUNDOFF
+    return 1.0 / ((1.0 - _gamma(chunk_size, total, devices)) * (1.0 - u) ** 3)
 
 
 def run_passes(logits_fn, params, x, keys, nums, *, num_classes, sigma, chunk_size,
-            logit_bound=math.inf, mesh=None) -> tuple[MonteCarloStats, ...]:
+               logit_bound=math.inf, mesh=None,
+               pair_moments: bool = False) -> tuple[MonteCarloStats, ...]:
     """One or two Monte Carlo passes (sample counts `nums`, keys `keys[i]`) as ONE
     jitted call, so a certification compiles a single executable. Inputs are
-    already validated (x float32)."""
+    already validated (x float32). `pair_moments`: also the sums of squared
+    pairwise differences of the clipped logits (a finite `logit_bound` needed)."""
     total = sum(nums)
     split = nums[0]
     chunk_size = min(chunk_size, total)
     bound = float(np.float32(logit_bound))  # the clip really applied on device
     args = (logits_fn, params, x, keys, jnp.float32(sigma), jnp.float32(bound))
-    static = dict(num_classes=num_classes, split=split, num=total, chunk_size=chunk_size)
+    static = dict(num_classes=num_classes, split=split, num=total, chunk_size=chunk_size,
+                  pair_moments=bool(pair_moments))
     devices = 1 if mesh is None else mesh.size
     if mesh is None:
-        counts, sums = counting_pass(*args, **static)
+        out = counting_pass(*args, **static)
     else:
         params, x, keys = distributed.replicate((params, x, keys), mesh)
-        counts, sums = _monte_carlo_sharded(logits_fn, params, x, keys, *args[4:], mesh=mesh,
-                                            **static)
-    counts, sums = np.asarray(counts, np.int64), np.asarray(sums, np.float64)
+        out = _monte_carlo_sharded(logits_fn, params, x, keys, *args[4:], mesh=mesh, **static)
+    counts, sums = np.asarray(out[0], np.int64), np.asarray(out[1], np.float64)
+    squares = np.asarray(out[2], np.float64) if pair_moments else None
+    factor = _square_sum_factor(chunk_size, total, devices)
     return tuple(MonteCarloStats(counts[i], sums[i],
-                                 _sum_error_bound(num, chunk_size, bound, devices, total), num)
+                                 _sum_error_bound(num, chunk_size, bound, devices, total), num,
+                                 None if squares is None else squares[i], factor)
                  for i, num in enumerate(nums))
 
 
 def two_pass_stats(logits_fn: LogitsFn, params, x, key, *, num_classes: int, sigma: float,
                    num_first: int, num_second: int, chunk_size: int,
-                   logit_bound: float = math.inf, mesh=None):
+                   logit_bound: float = math.inf, mesh=None, pair_moments: bool = False):
     """Two independent Monte Carlo passes in one jitted call (one executable).
 
     With (k1, k2) = split(key), the result equals
     (sample_stats(..., k1, num=num_first), sample_stats(..., k2, num=num_second))
     in counts exactly (sums up to float32 rounding): Cohen's selection and
-    estimation samples. Arguments as in `sample_stats`.
+    estimation samples. Arguments as in `sample_stats`; `pair_moments` as in
+    `run_passes`.
     """
     checks.validate_count(num_classes, "num_classes", 2)
     if not float(logit_bound) > 0.0:
@@ -203,7 +240,7 @@ def two_pass_stats(logits_fn: LogitsFn, params, x, key, *, num_classes: int, sig
     return run_passes(logits_fn, params, checks.validate_images(x), jax.random.split(key), nums,
                       num_classes=num_classes, sigma=checks.validate_sigma(sigma, allow_zero=True),
                       chunk_size=checks.validate_count(chunk_size, "chunk_size"),
-                      logit_bound=logit_bound, mesh=mesh)
+                      logit_bound=logit_bound, mesh=mesh, pair_moments=pair_moments)
 
 
 def sample_stats(logits_fn: LogitsFn, params, x, key, *, num_classes: int, sigma: float,

@@ -1,5 +1,8 @@
-"""Binomial statistics of Monte Carlo votes, shared by certification and attack scoring."""
+"""Binomial statistics of Monte Carlo votes, shared by certification and attack scoring,
+and the concentration bounds (Hoeffding, empirical Bernstein) of the margin certificate."""
 from __future__ import annotations
+
+import math
 
 import numpy as np
 from scipy import stats
@@ -45,3 +48,42 @@ def vote_pvalue(counts) -> np.ndarray:
     vote counts of each row (B, K); the vote is decided at level alpha when p <= alpha."""
     _, n_a, n_b = top_two(counts)
     return binomial_pvalue(n_a, n_b)
+
+
+def hoeffding_deviation(num: int, value_range: float, delta: float) -> float:
+    """t with P[sample mean - mean >= t] <= delta (Hoeffding).
+
+    For `num` iid values in an interval of length `value_range`.
+    """
+    return value_range * math.sqrt(math.log(1.0 / delta) / (2.0 * num))
+
+
+def bernstein_deviation(num: int, value_range: float, variance, delta: float):
+    """t with P[sample mean - mean >= t] <= delta: the empirical Bernstein bound
+    (Maurer and Pontil 2009, Theorem 4) for `num` >= 2 iid values in an interval
+    of length `value_range` whose unbiased sample variance is at most `variance`:
+    sqrt(2 V ln(2/delta) / n) + 7 R ln(2/delta) / (3 (n - 1)). Larger V only
+    loosens it, so an upper bound on the sample variance is enough."""
+    log_term = math.log(2.0 / delta)
+    return (np.sqrt(2.0 * np.maximum(variance, 0.0) * log_term / num)
+            + 7.0 * value_range * log_term / (3.0 * (num - 1)))
+
+
+BOUNDS = ("bernstein", "hoeffding", "both")
+
+
+def check_bound(bound: str) -> None:
+    if bound not in BOUNDS:
+        raise ValueError(f"unknown margin bound {bound!r}; known: {list(BOUNDS)}")
+
+
+def alpha_split(bound: str, alpha: float, num_classes: int) -> str:
+    """How a margin certificate spends its failure probability, in words."""
+    pairs = num_classes - 1
+    if bound == "both":
+        return (f"alpha = {alpha:g}: {pairs} one-sided bounds (one per runner-up class), each "
+                f"Hoeffding and empirical Bernstein at alpha / {2 * pairs} = "
+                f"{alpha / (2 * pairs):.3g}, the better kept")
+    name = "empirical Bernstein" if bound == "bernstein" else "Hoeffding"
+    return (f"alpha = {alpha:g}: {pairs} one-sided {name} bounds (one per runner-up class) "
+            f"at alpha / {pairs} = {alpha / pairs:.3g}")

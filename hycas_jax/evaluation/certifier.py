@@ -12,7 +12,7 @@ from typing import Iterable, Iterator
 import jax
 import numpy as np
 
-from hycas_jax.certification import margin, smoothing
+from hycas_jax.certification import margin, smoothing, stats
 from hycas_jax.evaluation.settings import CertifySettings
 from hycas_jax.reporting import certify_report
 from hycas_jax.runtime import distributed
@@ -31,10 +31,11 @@ class Certifier:
     """
 
     def __init__(self, logits_fn, params, settings: CertifySettings, *, num_classes: int,
-                 lipschitz: float, stochastic: bool = True, mesh=None):
+                 lipschitz: float, stochastic: bool = True, mesh=None, pair_lipschitz=None):
         self.logits_fn, self.settings, self.num_classes = logits_fn, settings, num_classes
         self.params = params if mesh is None else distributed.replicate(params, mesh)
         self.lipschitz, self.stochastic, self.mesh = float(lipschitz), stochastic, mesh
+        self.pair_lipschitz = None if pair_lipschitz is None else np.asarray(pair_lipschitz)
         self.root = jax.random.key(settings.seed)
 
     @property
@@ -61,11 +62,23 @@ class Certifier:
                 self.logits_fn, self.params, x, margin_key, num_classes=self.num_classes,
                 lipschitz=self.lipschitz, logit_bound=s.logit_bound, n0=s.n0,
                 num_samples=s.margin_samples, alpha=s.alpha, batch_size=s.batch_size,
-                mesh=self.mesh, stochastic=self.stochastic)
+                mesh=self.mesh, stochastic=self.stochastic, bound=s.margin_bound,
+                pair_lipschitz=self.pair_lipschitz)
             row.update(margin_predict=int(m.prediction[0]), margin_radius=float(m.radius[0]),
                        margin_lower=float(m.margin_lower[0]),
                        margin_time=time.perf_counter() - start)
         return row
+
+    def margin_description(self) -> str:
+        """The margin certificate's classifier, bound and budget, in words (every table)."""
+        s = self.settings
+        name = margin.margin_classifier(s.logit_bound, stochastic=self.stochastic)
+        lip = f"L = {self.lipschitz:.6g}"
+        if not self.stochastic:
+            pairs = ", per-pair head bounds" if self.pair_lipschitz is not None else ""
+            return f"{name}, {lip}{pairs}; exact logits (one pass), nothing estimated"
+        return (f"{name}, {lip}; n = {s.margin_samples} samples (class chosen on n0 = {s.n0}), "
+                f"{stats.alpha_split(s.margin_bound, s.alpha, self.num_classes)}")
 
     def run(self, images: Iterable) -> Iterator[dict]:
         """Records of `(idx, x, label)` images, one by one."""
@@ -79,7 +92,7 @@ class Certifier:
         curves = {"RS": (margin.smoothed_classifier(s.sigma), s.alpha,
                          (rows["predict"], label, rows["radius"]))}
         if s.margin:
-            classifier = f"{margin.margin_classifier(s.logit_bound)}, L = {self.lipschitz:.6g}"
+            classifier = self.margin_description()
             abstain = rows["margin_predict"] < 0
             curves["margin"] = (classifier, s.alpha,
                                 (rows["margin_predict"], label, rows["margin_radius"]))

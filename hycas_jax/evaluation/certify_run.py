@@ -34,7 +34,7 @@ from tqdm.auto import tqdm
 
 from hycas_jax import data, training
 from hycas_jax.adapter import functional
-from hycas_jax.certification import margin
+from hycas_jax.certification import clip, margin
 from hycas_jax.config import data_kwargs
 from hycas_jax.evaluation.certifier import Certifier
 from hycas_jax.evaluation.settings import CertifySettings
@@ -44,7 +44,8 @@ from hycas_jax.runtime import distributed, records, runlock
 
 # Settings that change a row's numbers: a log may only be resumed when they match.
 _RESULT_SETTINGS = ("step", "dataset", "sigma", "n0", "n", "alpha", "skip", "margin",
-                    "margin_samples", "logit_bound", "seed", "lowpass_form", "margin_precision")
+                    "margin_samples", "logit_bound", "margin_bound", "margin_clip", "seed",
+                    "lowpass_form", "margin_precision")
 
 
 def certify_paths(out_dir, sigma: float) -> dict[str, Path]:
@@ -84,6 +85,20 @@ def _images(config, planned: np.ndarray, todo: set[int]):
                 yield int(idx), batch["image"][i:i + 1], int(batch["label"][i])
 
 
+CALIBRATION_IMAGES = 50  # the first training images; the clip's draws use key(seed + 1)
+
+
+def _calibrated_clip(config, logits_fn, params, settings: CertifySettings) -> float:
+    """The margin certificate's clip from the model's logits on training images."""
+    batch = next(iter(data.eval_batches(
+        config.dataset.name, "train", batch_size=CALIBRATION_IMAGES, skip=0,
+        max_examples=CALIBRATION_IMAGES, process_index=0, process_count=1,
+        **data_kwargs(config))))
+    x = batch["image"][np.asarray(batch["mask"], bool)]
+    return clip.calibrated_clip(logits_fn, params, x, jax.random.key(settings.seed + 1),
+                                num=settings.n0, chunk_size=min(settings.n0, 100))
+
+
 def certify_workdir(workdir, settings: Optional[CertifySettings] = None, *,
                     step: Optional[int] = None, out_dir=None, data_dir: Optional[str] = None,
                     progress: bool = True) -> dict:
@@ -111,13 +126,21 @@ def certify_workdir(workdir, settings: Optional[CertifySettings] = None, *,
     # Derived weights once (hycas_jax.nn.frozen); the bound is of the arrays certified.
     model = frozen.freeze(model, lowpass_form=settings.lowpass_form)
     logits_fn, params = functional(model)  # shared per architecture: compiled once
+    stochastic = bool(getattr(model, "stochastic", True))
+    if settings.margin and settings.margin_clip == "calibrated" and stochastic:
+        settings = dataclasses.replace(settings, logit_bound=_calibrated_clip(
+            config, logits_fn, params, settings))
     certifier = Certifier(logits_fn, params, settings, num_classes=config.model.num_classes,
                           lipschitz=lipschitz.network_bound(model),
-                          stochastic=bool(getattr(model, "stochastic", True)), mesh=mesh)
+                          stochastic=stochastic, mesh=mesh,
+                          pair_lipschitz=model.pair_bounds() if hasattr(model, "pair_bounds")
+                          else None)
     # Margin certificates hold only for the arithmetic that ran: full float32 matmuls and
     # convolutions (GPUs default to TF32; randomized smoothing certifies what ran).
     recorded = {**dataclasses.asdict(settings), "step": step,
                 "margin_precision": margin.MARGIN_PRECISION if settings.margin else None,
+                "margin_bound": settings.margin_bound if settings.margin else None,
+                "margin_clip": settings.margin_clip if settings.margin else None,
                 "dataset": config.dataset.name, "lipschitz": certifier.lipschitz}
     source, _ = data.get_source(config.dataset.name, "test", **data_kwargs(config))
     planned = planned_indices(len(source), settings.skip, settings.max_examples)

@@ -17,11 +17,13 @@ from typing import Optional
 
 from hycas_jax import checks
 from hycas_jax.attacks import scoring, validation
+from hycas_jax.certification import stats
 from hycas_jax.nn import dct
 from hycas_jax.runtime import checkpointing
 
 ATTACKS = ("apgd-ce", "apgd-dlr", "apgd-t", "autoattack", "autoattack-rand", "autoattack-standard")
 RULES = scoring.RULES
+CLIPS = ("fixed", "calibrated")  # where the margin certificate's logit clip comes from
 
 
 def _from_section(cls, section, overrides: dict):
@@ -45,8 +47,10 @@ class CertifySettings:
     sigma, n0, n, alpha: Cohen et al.'s CERTIFY. batch_size: Monte Carlo samples
     per jitted chunk. skip, max_examples: every `skip`-th test image, the first
     `max_examples` of them (None or <= 0: all). margin, margin_samples,
-    logit_bound: the Lipschitz margin certificate too, its samples and logit
-    clip. seed: image idx uses `fold_in(key(seed), idx)`. lowpass_form: how
+    logit_bound, margin_bound, margin_clip: the Lipschitz margin certificate too,
+    its samples, logit clip, confidence bound (`stats.BOUNDS`) and where the clip
+    comes from ("fixed": `logit_bound`; "calibrated": measured once per model on
+    training images, `certification.clip`). seed: image idx uses `fold_in(key(seed), idx)`. lowpass_form: how
     FDPAN's DCT low-pass is computed (the same map: speed only).
     """
     sigma: float = 0.25
@@ -57,8 +61,10 @@ class CertifySettings:
     skip: int = 1
     max_examples: Optional[int] = None
     margin: bool = True
-    margin_samples: int = 1000
+    margin_samples: int = 100_000
     logit_bound: float = 10.0
+    margin_bound: str = "bernstein"
+    margin_clip: str = "fixed"
     seed: int = 0
     lowpass_form: str = "einsum"
 
@@ -77,6 +83,9 @@ class CertifySettings:
         if self.margin and not (math.isfinite(self.logit_bound) and self.logit_bound > 0):
             raise ValueError(f"logit_bound must be finite and > 0, got {self.logit_bound}")
         dct.check_lowpass_form(self.lowpass_form)
+        stats.check_bound(self.margin_bound)
+        if self.margin_clip not in CLIPS:
+            raise ValueError(f"unknown margin_clip {self.margin_clip!r}; known: {list(CLIPS)}")
 
     @classmethod
     def from_config(cls, config, **overrides) -> "CertifySettings":

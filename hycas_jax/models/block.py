@@ -10,6 +10,12 @@ RANI placement (`rani`):
   by up to sqrt(#streams), see gate.py); the network adds one `I + diag(M)` at
   its end, so a stack of blocks is <= 2-Lipschitz overall, times
   normalization, head, and the SNCs' power-iteration slack (all counted).
+* ``"final"``: no RANI inside blocks, the stream-weight gate of "budgeted", and
+  one `I + diag(M)` at the network's end: the same <= 2 budget spent once.
+  Every averaged RANI passes on only (1 + E[M]) / 2 of the signal on average
+  while its bound is 1, so a stack of them dissipates what the margin needs;
+  here the blocks' randomness is RPFAN's random filters, and the bound of the
+  blocks is what their convolutions really do.
 * ``"off"``: no RANI (deterministic Lipschitz baseline).
 """
 from __future__ import annotations
@@ -27,7 +33,9 @@ from hycas_jax.models.sncan import SNCAN
 
 STREAMS = {"sncan": SNCAN, "fdpan": FDPAN, "rpfan": RPFAN}
 
-RANI_PLACEMENTS = {"per_block": "residual", "budgeted": "averaged", "off": None}
+RANI_PLACEMENTS = {"per_block": "residual", "budgeted": "averaged", "final": None, "off": None}
+# Placements whose network adds one I + diag(M) after its last block (models/base.py).
+FINAL_RANI = ("budgeted", "final")
 
 
 def check_streams(streams: Sequence[str]) -> None:
@@ -59,7 +67,8 @@ class HyCASBlock(nnx.Module):
                  streams: Sequence[str] = ("sncan", "fdpan", "rpfan"),
                  rani: str = "per_block", dct_keep: float = 0.5, gate: str = "learned",
                  rani_spread: str = "floored", rpfan: str = "mixed",
-                 rpfan_random_weight: float = DEFAULT_RANDOM_WEIGHT, rngs: nnx.Rngs):
+                 rpfan_random_weight: float = DEFAULT_RANDOM_WEIGHT, conv: str = "snc",
+                 rngs: nnx.Rngs):
         check_streams(streams)
         check_rani(rani)
         check_gate(gate)
@@ -68,14 +77,14 @@ class HyCASBlock(nnx.Module):
         built = []
         for name in streams:
             kwargs = dict(input_hw=input_hw, stride=stride, rani=form, rani_spread=rani_spread,
-                          rngs=rngs)
+                          conv=conv, rngs=rngs)
             if STREAMS[name] is FDPAN:
                 kwargs["dct_keep"] = dct_keep
             if STREAMS[name] is RPFAN:
                 kwargs.update(form=rpfan, random_weight=rpfan_random_weight)
             built.append(STREAMS[name](in_channels, out_channels, kernel_size, **kwargs))
         self.streams = nnx.List(built)
-        self.gate = ConvexGate(len(built), out_channels, per_channel=rani != "budgeted",
+        self.gate = ConvexGate(len(built), out_channels, per_channel=rani not in FINAL_RANI,
                                learned=gate == "learned", rngs=rngs)
         self.post_rani = RANI(out_channels, form, spread=rani_spread, rngs=rngs) if form else None
 

@@ -9,10 +9,14 @@ The model config (`config.model` of an experiment, or a bare ConfigDict) has:
   widths, strides    one entry per unit (small_cnn) or per stage (resnet18)
   blocks_per_stage   resnet18 only
   streams        one tuple of stream names per unit/stage ('sncan', 'fdpan', 'rpfan')
-  rani           'per_block' (paper) | 'budgeted' (global bound <= 2) | 'off'
+  rani           'per_block' (paper) | 'budgeted' (global bound <= 2) | 'final' (<= 2,
+                 one RANI at the end; models/block.py) | 'off'
   rani_spread    'floored' (the mask's spread has a floor) | 'free' (default when absent)
   rpfan          'mixed' (learned + random filters) | 'depthwise' (default when absent)
   rpfan_random_weight   the random filters' weight a in the mixed form (0.1)
+  conv           'snc' (spectral normalization, strided; default when absent) |
+                 'aol' (AOL rescaling, space-to-depth downsampling; nn/aol.py)
+  pool           'sum' (global sum pooling; default when absent) | 'flatten'
   kernel_size, dct_keep, activation ('maxmin' | 'groupsort4'), mean, std
 """
 from __future__ import annotations
@@ -21,7 +25,7 @@ import jax
 import ml_collections
 from flax import nnx
 
-from hycas_jax.models.base import Classifier
+from hycas_jax.models.base import Classifier, check_pool, config_pool
 from hycas_jax.models.block import check_gate, check_rani, check_streams
 from hycas_jax.models.rani import check_spread, config_spread
 from hycas_jax.models.resnet import ResNet18
@@ -30,6 +34,7 @@ from hycas_jax.models.rpfan import config_form as rpfan_form
 from hycas_jax.models.small_cnn import SmallCNN
 from hycas_jax.models.units import KINDS
 from hycas_jax.nn.activations import ACTIVATIONS
+from hycas_jax.nn.conv import check_conv, config_conv
 
 BACKBONES = {"small_cnn": SmallCNN, "resnet18": ResNet18}
 ALL_STREAMS = ("sncan", "fdpan", "rpfan")
@@ -54,6 +59,8 @@ def default_config(backbone: str = "small_cnn") -> ml_collections.ConfigDict:
     cfg.rpfan = "mixed"  # learned and random filters (models/rpfan.py); "depthwise": before
     cfg.rpfan_random_weight = 0.1  # the random filters' share of the mixed form's output
     cfg.dct_keep = 0.5
+    cfg.conv = "snc"  # the streams' normalized convolution; "aol": nn/aol.py
+    cfg.pool = "sum"  # or "flatten" (models/base.py)
     cfg.activation = "maxmin"
     cfg.gate = "learned"  # or "uniform": fixed equal stream weights (the no-gate ablation)
     if backbone == "resnet18":
@@ -88,6 +95,8 @@ def validate(cfg) -> None:
     check_spread(config_spread(cfg))
     check_rpfan(rpfan_form(cfg))
     check_gate(cfg.get("gate", "learned"))
+    check_conv(config_conv(cfg))
+    check_pool(config_pool(cfg))
     if len(cfg.image_shape) != 3:
         raise ValueError(f"image_shape must be (H, W, C), got {cfg.image_shape}")
     if len(cfg.mean) != cfg.image_shape[2] or len(cfg.std) != cfg.image_shape[2]:

@@ -1,16 +1,14 @@
-"""FDPAN: DCT low-pass -> orthogonal 1x1 mix -> SNC -> RANI."""
+"""FDPAN: DCT low-pass -> orthogonal 1x1 mix -> normalized conv (SNC or AOL) -> RANI."""
 from __future__ import annotations
 
 from typing import Optional, Sequence
 
 import jax
-import jax.numpy as jnp
-import numpy as np
 from flax import nnx
 
 from hycas_jax.models.rani import RandomizedStream
 from hycas_jax.nn import dct, spectral
-from hycas_jax.nn.conv import SNConv
+from hycas_jax.nn.conv import make_conv
 from hycas_jax.nn.frozen import Frozen
 from hycas_jax.nn.orthogonal import OrthogonalMix
 
@@ -19,13 +17,13 @@ class FDPAN(RandomizedStream):
     def __init__(self, in_channels: int, out_channels: int, kernel_size: int, *,
                  input_hw: Sequence[int], stride: int = 1, rani: Optional[str] = "residual",
                  rani_spread: str = "floored",
-                 dct_keep: float = 0.5, rngs: nnx.Rngs):
+                 dct_keep: float = 0.5, conv: str = "snc", rngs: nnx.Rngs):
         self.dct_keep = dct_keep
         self.input_hw = tuple(input_hw)
         self.lowpass_form = "einsum"  # how XLA is asked to compute it (dct.lowpass); same map
         self.mix = OrthogonalMix(in_channels, in_channels, rngs=rngs)
-        self.conv = SNConv(in_channels, out_channels, kernel_size, input_hw=input_hw,
-                           stride=stride, rngs=rngs)
+        self.conv = make_conv(conv, in_channels, out_channels, kernel_size, input_hw=input_hw,
+                              stride=stride, rngs=rngs)
         self._init_rani(out_channels, rani, rngs, rani_spread)
 
     def _projections(self):
@@ -48,15 +46,13 @@ class FDPAN(RandomizedStream):
     def freeze(self) -> None:
         """Folds the 1x1 mix into the SNC kernel: conv(x Q, W) = conv(x, Q W), with
         (Q W)[i, j, a, o] = sum_b Q[a, b] W[i, j, b, o], formed in float64."""
-        q = np.asarray(self.mix.matrix(), np.float64)
-        w = np.asarray(self.conv.effective_kernel(), np.float64)
-        self.frozen_kernel = Frozen(jnp.asarray(np.einsum("ab,ijbo->ijao", q, w), jnp.float32))
+        self.frozen_kernel = Frozen(self.conv.fold_input_mix(self.mix.matrix()))
 
     def lipschitz_bound(self) -> float:
         ph, pw = self._projections()
         lowpass = spectral.matrix_bound(ph) * spectral.matrix_bound(pw)
         folded = getattr(self, "frozen_kernel", None)
         if folded is not None:  # bound the folded conv the forward pass applies
-            conv = spectral.conv_layer_bound(np.asarray(folded[...]), self.input_hw, self.conv.stride)
+            conv = self.conv.lipschitz_bound(folded[...])
             return lowpass * conv * self._rani_bound()
         return lowpass * self.mix.lipschitz_bound() * self.conv.lipschitz_bound() * self._rani_bound()

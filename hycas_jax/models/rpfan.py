@@ -40,7 +40,7 @@ from flax import nnx
 from hycas_jax import rng
 from hycas_jax.models.rani import RandomizedStream
 from hycas_jax.nn import spectral
-from hycas_jax.nn.conv import SNConv
+from hycas_jax.nn.conv import make_conv
 from hycas_jax.nn.depthwise import depthwise_conv
 from hycas_jax.nn.orthogonal import OrthogonalMix
 
@@ -121,7 +121,8 @@ class RPFAN(RandomizedStream):
     def __init__(self, in_channels: int, out_channels: int, kernel_size: int, *,
                  input_hw: Sequence[int], stride: int = 1, rani: Optional[str] = "residual",
                  rani_spread: str = "floored", form: str = "mixed",
-                 random_weight: float = DEFAULT_RANDOM_WEIGHT, rngs: nnx.Rngs):
+                 random_weight: float = DEFAULT_RANDOM_WEIGHT, conv: str = "snc",
+                 rngs: nnx.Rngs):
         check_form(form)
         self.form = form
         self.kernel_size, self.stride, self.channels = kernel_size, stride, out_channels
@@ -132,8 +133,8 @@ class RPFAN(RandomizedStream):
                 raise ValueError(f"rpfan_random_weight must be in [0, 1], got {random_weight}")
             self.random_weight = float(random_weight)
             self.mix = OrthogonalMix(in_channels, in_channels, rngs=rngs)
-            self.learned = SNConv(in_channels, out_channels, kernel_size, input_hw=input_hw,
-                                  stride=stride, rngs=rngs)
+            self.learned = make_conv(conv, in_channels, out_channels, kernel_size,
+                                     input_hw=input_hw, stride=stride, rngs=rngs)
         self._init_rani(out_channels, rani, rngs, rani_spread)
 
     def __call__(self, x: jax.Array, key: jax.Array) -> jax.Array:

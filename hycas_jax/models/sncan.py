@@ -1,4 +1,4 @@
-"""SNCAN: RANI(SNC(x)), a spectrally normalized convolution and its noise."""
+"""SNCAN: RANI(conv(x)), a normalized convolution (SNC or AOL) and its noise."""
 from __future__ import annotations
 
 from typing import Optional, Sequence
@@ -7,16 +7,15 @@ import jax
 from flax import nnx
 
 from hycas_jax.models.rani import RandomizedStream
-from hycas_jax.nn.conv import SNConv
+from hycas_jax.nn.conv import make_conv
 
 
 class SNCAN(RandomizedStream):
     def __init__(self, in_channels: int, out_channels: int, kernel_size: int, *,
                  input_hw: Sequence[int], stride: int = 1, rani: Optional[str] = "residual",
-                 rani_spread: str = "floored",
-                 rngs: nnx.Rngs):
-        self.conv = SNConv(in_channels, out_channels, kernel_size, input_hw=input_hw,
-                           stride=stride, rngs=rngs)
+                 rani_spread: str = "floored", conv: str = "snc", rngs: nnx.Rngs):
+        self.conv = make_conv(conv, in_channels, out_channels, kernel_size, input_hw=input_hw,
+                              stride=stride, rngs=rngs)
         self._init_rani(out_channels, rani, rngs, rani_spread)
 
     def __call__(self, x: jax.Array, key: jax.Array) -> jax.Array:

@@ -18,7 +18,7 @@ from hycas_jax.models.block import HyCASBlock
 from hycas_jax.models.rani import config_spread
 from hycas_jax.models.rpfan import config_form as rpfan_form
 from hycas_jax.models.rpfan import config_random_weight
-from hycas_jax.nn.conv import PlainConv
+from hycas_jax.nn.conv import PlainConv, config_conv
 
 KINDS = ("hycas", "lipschitz", "plain")
 
@@ -54,7 +54,7 @@ def make_unit(kind: str, in_channels: int, out_channels: int, *, input_hw, strid
                       stride=stride, streams=streams, rani=rani, dct_keep=cfg.dct_keep,
                       gate=cfg.get("gate", "learned"), rani_spread=config_spread(cfg),
                       rpfan=rpfan_form(cfg), rpfan_random_weight=config_random_weight(cfg),
-                      rngs=rngs)
+                      conv=config_conv(cfg), rngs=rngs)
 
 
 def out_hw(hw, stride: int):

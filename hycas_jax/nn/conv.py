@@ -20,6 +20,7 @@ import numpy as np
 from flax import nnx
 
 from hycas_jax.nn import spectral
+from hycas_jax.nn.aol import AOLConv
 from hycas_jax.nn.frozen import Frozen, frozen_or
 
 
@@ -81,8 +82,16 @@ class SNConv(nnx.Module):
             y = spectral.conv2d(x, kernel, self.stride)
             return y if self.bias is None else y + self.bias[...]
 
-    def lipschitz_bound(self) -> float:
-        return spectral.conv_layer_bound(np.asarray(self.effective_kernel()), self.input_hw, self.stride)
+    def fold_input_mix(self, q) -> jax.Array:
+        """The kernel of `x -> self(x @ q)` (q: (in, in)): conv(x Q, W) = conv(x, Q W),
+        (Q W)[i, j, a, o] = sum_b Q[a, b] W[i, j, b, o], formed in float64."""
+        w = np.asarray(self.effective_kernel(), np.float64)
+        return jnp.asarray(np.einsum("ab,ijbo->ijao", np.asarray(q, np.float64), w), jnp.float32)
+
+    def lipschitz_bound(self, kernel=None) -> float:
+        """Guaranteed bound of the conv with `kernel` (default: the effective kernel)."""
+        kernel = self.effective_kernel() if kernel is None else kernel
+        return spectral.conv_layer_bound(np.asarray(kernel), self.input_hw, self.stride)
 
 
 class PlainConv(nnx.Module):
@@ -101,6 +110,30 @@ class PlainConv(nnx.Module):
 
     def lipschitz_bound(self) -> float:
         return spectral.conv_layer_bound(np.asarray(self.kernel[...]), self.input_hw, self.stride)
+
+
+CONV_FORMS = ("snc", "aol")
+
+
+def config_conv(cfg) -> str:
+    """A model config's normalized convolution; configs from before the choice: "snc"."""
+    return cfg.get("conv", "snc")
+
+
+def check_conv(form: str) -> None:
+    if form not in CONV_FORMS:
+        raise ValueError(f"unknown conv form {form!r}; known: {list(CONV_FORMS)}")
+
+
+def make_conv(form: str, in_channels: int, out_channels: int, kernel_size: int, *,
+              input_hw: Sequence[int], stride: int = 1, rngs: nnx.Rngs):
+    """The normalized convolution of a stream: "snc" (spectral normalization by power
+    iteration, strided) or "aol" (AOL rescaling, space-to-depth downsampling;
+    `hycas_jax.nn.aol`). Both report a guaranteed `lipschitz_bound()`."""
+    check_conv(form)
+    cls = SNConv if form == "snc" else AOLConv
+    return cls(in_channels, out_channels, kernel_size, input_hw=input_hw, stride=stride,
+               rngs=rngs)
 
 
 def power_iterate_all(model: nnx.Module) -> None:

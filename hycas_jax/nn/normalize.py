@@ -80,6 +80,9 @@ class Linear(nnx.Module):
         self.weight = nnx.Param(w / np.sqrt(in_features))
         self.bias = nnx.Param(jnp.zeros((out_features,), jnp.float32))
 
+    def effective_weight(self) -> jax.Array:
+        return self.weight[...]
+
     def __call__(self, x: jax.Array) -> jax.Array:
         return x @ self.weight[...] + self.bias[...]
 

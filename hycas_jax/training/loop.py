@@ -33,6 +33,7 @@ from hycas_jax.models.rani import min_mask_sd
 from hycas_jax.nn import lipschitz
 from hycas_jax.nn.conv import power_iterate_all
 from hycas_jax.runtime import checkpointing, distributed, files, runlock
+from hycas_jax.training import losses
 from hycas_jax.training.metrics import MetricsWriter
 from hycas_jax.training.optim import make_optimizer, make_schedule
 from hycas_jax.training.step import make_eval_fn, make_train_step
@@ -160,6 +161,7 @@ def train(config, workdir: str, *, progress: bool = True) -> dict:
     _dataset_info(config)
     models.validate(config.model)
     check_augmentation(config.training.get("augment", "none"))
+    losses.check_loss(losses.config_loss(config.training))
     files.path(workdir).mkdir(parents=True, exist_ok=True)
     with runlock.exclusive(os.path.join(workdir, LOCK_FILE), f"workdir {workdir}"):
         return _train(config, workdir, progress=progress)
@@ -188,15 +190,20 @@ def _train(config, workdir: str, *, progress: bool) -> dict:
     writer = MetricsWriter(workdir, start_step=start)
     bar = tqdm(total=tcfg.num_steps, initial=start, desc="train",
                disable=not progress or jax.process_index() != 0, dynamic_ncols=True)
+    # The margin losses' offset scales with the model's guaranteed bound, refreshed at
+    # every log step (and here, so a resumed run starts from its checkpoint's bound).
+    lipschitz = _lipschitz_for_loss(graphdef, state, tcfg)
     for step in range(start, tcfg.num_steps):
         batch = distributed.global_batch(next(it), mesh)
-        state, metrics = step_fn(state, batch, train_key)
+        state, metrics = step_fn(state, batch, train_key, lipschitz)
         done = step + 1
         if done % tcfg.log_every == 0 or done == tcfg.num_steps:
             metrics = {k: float(v) for k, v in metrics.items()}
             clean = eval_fn(state, batch["image"], batch["label"], jax.random.fold_in(log_key, done), 0.0)
             metrics["clean_accuracy"] = float(clean) / batch["label"].shape[0]
             metrics.update(_model_metrics(graphdef, state))
+            if losses.config_loss(tcfg) != "ce":
+                lipschitz = np.float32(metrics["lipschitz_bound"])
             metrics["learning_rate"] = float(schedule(step))
             writer.write(done, metrics)
             bar.set_postfix(loss=f"{metrics['loss']:.3f}", acc=f"{metrics['noisy_accuracy']:.2f}",
@@ -217,6 +224,12 @@ def _train(config, workdir: str, *, progress: bool) -> dict:
         files.replace_bytes(files.path(workdir) / "final_metrics.json",
                             json.dumps(final, indent=2).encode())
     return final
+
+
+def _lipschitz_for_loss(graphdef, state, tcfg) -> np.float32:
+    if losses.config_loss(tcfg) == "ce":
+        return np.float32(1.0)  # unused by cross-entropy; no bound computed
+    return np.float32(_model_metrics(graphdef, state)["lipschitz_bound"])
 
 
 def restore_model(workdir: str, step: Optional[int] = None, mesh=None):

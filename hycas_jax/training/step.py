@@ -23,27 +23,26 @@ import optax
 from hycas_jax import rng
 from hycas_jax.data.augment import augment
 from hycas_jax.runtime import distributed
+from hycas_jax.training import losses
 
 _AUGMENT_STREAM = 0xA6  # fold_in index of the augmentation's key
 
 
-def _loss(logits, labels, temperature):
-    return optax.softmax_cross_entropy_with_integer_labels(temperature * logits, labels).mean()
-
-
 def _shardings(mesh):
-    """in/out shardings of the step: (state, batch, key) -> (state, metrics)."""
+    """in/out shardings of the step: (state, batch, key, lipschitz) -> (state, metrics)."""
     if mesh is None:
         return {}
     rep = distributed.replicated(mesh)
-    return {"in_shardings": (rep, distributed.data_sharded(mesh), rep),
+    return {"in_shardings": (rep, distributed.data_sharded(mesh), rep, rep),
             "out_shardings": (rep, rep)}
 
 
 def make_train_step(logits_fn, tx: optax.GradientTransformation, cfg, mesh=None, *,
                     perturb=None, refresh=None):
-    """Jitted step(state, batch, root_key) -> (state, metrics) of noise-augmented (and,
-    with `perturb`, adversarial) training.
+    """Jitted step(state, batch, root_key, lipschitz=1.0) -> (state, metrics) of
+    noise-augmented (and, with `perturb`, adversarial) training. `lipschitz`: the
+    model's current guaranteed bound, which the margin losses scale their offset by
+    (`hycas_jax.training.losses`; cross-entropy ignores it).
 
     logits_fn: `(params, x, key) -> logits`, with params the pair (params, rest).
     cfg: the `training` section. perturb: `(model_params, x, y, key) -> x'`, the
@@ -53,7 +52,7 @@ def make_train_step(logits_fn, tx: optax.GradientTransformation, cfg, mesh=None,
     global arrays (or host arrays on one process) whose leading axis is split over
     `data`.
     """
-    def step(state, batch, root_key):
+    def step(state, batch, root_key, lipschitz=1.0):
         key = jax.random.fold_in(root_key, state["step"])
         noise_key, model_key, attack_key = jax.random.split(key, 3)
         x, y = batch["image"], batch["label"]
@@ -66,7 +65,7 @@ def make_train_step(logits_fn, tx: optax.GradientTransformation, cfg, mesh=None,
 
         def loss_fn(params):
             logits = logits_fn((params, state["rest"]), x_noisy, model_key)
-            return _loss(logits, y, cfg.logit_temperature), logits
+            return losses.loss(logits, y, cfg, lipschitz), logits
 
         (loss, logits), grads = jax.value_and_grad(loss_fn, has_aux=True)(state["params"])
         updates, opt_state = tx.update(grads, state["opt_state"], state["params"])
