@@ -11,13 +11,14 @@ import sys
 from pathlib import Path
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
 import hycas_jax
 from hycas_jax import data, training
-from hycas_jax.certification import margin, smoothing
-from hycas_jax.config import experiment
+from hycas_jax.certification import clip, margin, smoothing
+from hycas_jax.config import data_kwargs, experiment
 from hycas_jax.evaluation import CertifySettings, certifier, certify_workdir
 from hycas_jax.reporting import certify_report
 from hycas_jax.runtime import checkpointing, records
@@ -169,11 +170,33 @@ def test_resuming_with_other_settings_is_refused(workdir, tmp_path):
     ("n", 0, "n must be in"),
     ("batch_size", 0, "batch_size must be in"),
     ("lowpass_form", "fft", "unknown low-pass form 'fft'"),
+    ("margin_bound", "chernoff", "unknown margin bound 'chernoff'"),
+    ("margin_clip", "per_image", "unknown margin_clip 'per_image'"),
 ])
 def test_bad_settings_are_named(workdir, tmp_path, setting, value, message):
     with pytest.raises(ValueError, match=message):
         _certify(workdir, out_dir=tmp_path, **dict(FAST, **{setting: value}))
     assert not list(tmp_path.iterdir())
+
+
+def test_calibrated_clip_is_measured_on_training_images_and_named(workdir, tmp_path):
+    summary = _certify(workdir, out_dir=tmp_path, max_examples=2, margin_clip="calibrated",
+                       **FAST)
+    b = summary["settings"]["logit_bound"]
+    assert summary["settings"]["margin_clip"] == "calibrated" and b % 0.5 == 0
+    # b is 1.1 x the largest |logit| of n0 draws on the first 50 training images, rounded up.
+    model, config, _ = training.restore_model(str(workdir))
+    batch = next(iter(data.eval_batches("digits8x8", "train", batch_size=50, skip=0,
+                                        max_examples=50, process_index=0, process_count=1,
+                                        **data_kwargs(config))))
+    logits_fn, params = hycas_jax.functional(hycas_jax.freeze(model))
+    largest = float(clip._max_abs_logit(logits_fn, params, jnp.asarray(batch["image"]),
+                                        jax.random.key(1), num=N0, chunk_size=N0))
+    assert b - 0.5 < 1.1 * largest <= b
+    assert f"-{b!r}, {b!r}" in summary["table"] and "empirical Bernstein" in summary["table"]
+    # Rerunning recalibrates to the same b, so the log resumes.
+    _certify(workdir, out_dir=tmp_path, max_examples=3, margin_clip="calibrated", **FAST)
+    assert len(_log(tmp_path)["idx"]) == 3
 
 
 def test_another_low_pass_form_certifies_alike(workdir, tmp_path, fresh8):
