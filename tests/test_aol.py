@@ -42,15 +42,16 @@ def test_aol_scale_matches_a_float64_loop_and_bounds_every_padded_conv(k, cin, c
 
 @pytest.mark.parametrize("stride", [1, 2])
 def test_aol_conv_bound_dominates_its_dense_matrix(stride):
-    conv = aol.AOLConv(3, 6, 3, input_hw=(6, 5), stride=stride, rngs=nnx.Rngs(1))
+    conv = aol.AOLConv(3, 6, 3, input_hw=(6, 6), stride=stride, rngs=nnx.Rngs(1))
     # A trained-like kernel: far from the identity-like initialization.
     conv.kernel[...] = jax.random.normal(jax.random.key(2), conv.kernel.shape)
     fn = lambda x: conv(x) - conv(jnp.zeros_like(x))
-    exact = top_singular_value(dense_matrix(fn, (1, 6, 5, 3)))
+    exact = top_singular_value(dense_matrix(fn, (1, 6, 6, 3)))
     bound = conv.lipschitz_bound()
     assert exact <= bound <= 1.0 + 1e-3
-    assert exact >= 0.999 * bound / spectral.SAFETY - 1e-3 or bound > exact  # never below
-    assert conv(jnp.ones((2, 6, 5, 3))).shape == (2, -(-6 // stride), -(-5 // stride), 6)
+    # Space-to-depth of a 6 x 6 map is an exact permutation: the dense bound is tight.
+    assert bound <= 1.001 * exact
+    assert conv(jnp.ones((2, 6, 6, 3))).shape == (2, -(-6 // stride), -(-6 // stride), 6)
 
 
 def test_aol_conv_at_initialization_keeps_the_signal():
@@ -59,12 +60,6 @@ def test_aol_conv_at_initialization_keeps_the_signal():
     x = jax.random.normal(jax.random.key(0), (4, 8, 8, 8))
     ratio = float(jnp.linalg.norm(conv(x)) / jnp.linalg.norm(x))
     assert 0.7 < ratio <= 1.0
-
-
-def test_aol_linear_has_norm_at_most_one_and_its_bound_holds():
-    layer = aol.AOLLinear(12, 5, rngs=nnx.Rngs(0))
-    w = np.asarray(layer.effective_weight(), np.float64)
-    assert top_singular_value(w) <= 1.0 + 1e-6 and layer.lipschitz_bound() >= top_singular_value(w)
 
 
 @pytest.mark.parametrize("cls", [SNCAN, FDPAN, RPFAN], ids=["SNCAN", "FDPAN", "RPFAN"])

@@ -147,27 +147,3 @@ class AOLConv(nnx.Module):
         kernel = self.effective_kernel() if kernel is None else kernel
         return spectral.conv_layer_bound(np.asarray(kernel), self.conv_hw(), 1)
 
-
-class AOLLinear(nnx.Module):
-    """Dense layer x @ (P D) + b with the AOL rescaling of P's input rows: norm <= 1."""
-
-    def __init__(self, in_features: int, out_features: int, *, rngs: nnx.Rngs):
-        w = jax.random.normal(rngs.params(), (in_features, out_features), jnp.float32)
-        self.weight = nnx.Param(w / np.sqrt(in_features))
-        self.bias = nnx.Param(jnp.zeros((out_features,), jnp.float32))
-
-    def effective_weight(self) -> jax.Array:
-        def compute():
-            w = self.weight[...]
-            gram = jnp.abs(jnp.matmul(w, w.T, precision=jax.lax.Precision.HIGHEST))
-            return w * jax.lax.rsqrt(jnp.sum(gram, axis=1) + _EPS)[:, None]
-        return frozen_or(self, "frozen_weight", compute)
-
-    def freeze(self) -> None:
-        self.frozen_weight = Frozen(self.effective_weight())
-
-    def __call__(self, x: jax.Array) -> jax.Array:
-        return x @ self.effective_weight() + self.bias[...]
-
-    def lipschitz_bound(self) -> float:
-        return spectral.matrix_bound(np.asarray(self.effective_weight()))
