@@ -3,11 +3,12 @@ import jax
 import numpy as np
 import pytest
 from flax import nnx
-from test_models import _max_gain_by_gradient_ascent, _x, tiny
+from test_models import _x, tiny
 
 import hycas_jax
 from hycas_jax import models
 from hycas_jax.certification import montecarlo
+from hycas_jax.evaluation.tightness import largest_gain
 from hycas_jax.models.fdpan import FDPAN
 from hycas_jax.nn import conv, lipschitz
 from hycas_jax.nn import frozen as frozen_lib
@@ -69,7 +70,8 @@ def test_frozen_bound_dominates_the_gain_found_by_gradient_ascent():
     cfg = tiny()
     frozen = hycas_jax.freeze(models.build(cfg, key=jax.random.key(1)))
     logits_fn, params = hycas_jax.functional(frozen)
-    found = _max_gain_by_gradient_ascent(logits_fn, params, (1, *cfg.image_shape), jax.random.key(2))
+    x = jax.random.uniform(jax.random.key(2), (3, *cfg.image_shape))
+    found = largest_gain(logits_fn, params, x, [jax.random.key(2), jax.random.key(3)], steps=150)
     assert 0 < found <= lipschitz.network_bound(frozen)
 
 
