@@ -127,6 +127,7 @@ def _pair_constants(lipschitz: float, pair_lipschitz, num_classes: int) -> np.nd
             raise ValueError(f"pair_lipschitz must be a finite ({num_classes}, {num_classes}) "
                              f"array, got shape {pair.shape}")
         constants = np.minimum(constants, pair)
+    np.fill_diagonal(constants, 1.0)  # the class against itself is never a runner-up
     return constants
 
 
