@@ -40,9 +40,9 @@ class Classifier(nnx.Module):
         self.pool = config_pool(cfg)
         check_pool(self.pool)
         self.normalize = normalize.Normalize(cfg.mean, cfg.std)
-        budgeted = cfg.kind == "hycas" and cfg.rani in FINAL_RANI
+        ends_in_rani = cfg.kind == "hycas" and cfg.rani in FINAL_RANI
         self.final_rani = (RANI(channels, "residual", spread=config_spread(cfg), rngs=rngs)
-                           if budgeted else None)
+                           if ends_in_rani else None)
         if self.pool == "flatten":
             channels = channels * self.final_hw[0] * self.final_hw[1]
         if cfg.kind == "plain":
