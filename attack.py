@@ -14,6 +14,7 @@ attack_summary.json, robust_accuracy.md/.png. See `hycas_jax.evaluation.attack_r
 """
 from absl import flags, logging
 
+from hycas_jax import rng
 from hycas_jax.evaluation import ATTACKS, RULES, AttackSettings, attack_workdir
 from hycas_jax.runtime import cli
 
@@ -21,7 +22,8 @@ from hycas_jax.runtime import cli
 SETTINGS = {"eps": "eps", "norm": "norm", "n_iter": "n_iter", "eot_iter": "eot_iter",
             "max": "max_examples", "vote_samples": "vote_samples", "seed": "seed",
             "stride": "stride", "attacks": "attacks", "rules": "rules",
-            "batch_size": "batch_size", "vote_sigma": "vote_sigma", "repeats": "repeats"}
+            "batch_size": "batch_size", "vote_sigma": "vote_sigma", "repeats": "repeats",
+            "prng_impl": "prng_impl"}
 
 
 def define(fv: flags.FlagValues, argv) -> None:
@@ -48,6 +50,9 @@ def define(fv: flags.FlagValues, argv) -> None:
     flags.DEFINE_integer("repeats", None, "Passes per image scoring the single rule "
                          "(default 10).", flag_values=fv)
     flags.DEFINE_integer("seed", None, "Seed of the attack and scoring keys.", flag_values=fv)
+    flags.DEFINE_enum("prng_impl", None, list(rng.IMPLS), "How PRNG keys are made (default: "
+                      "the run config's prng_impl, threefry2x32 unless it names another).",
+                      flag_values=fv)
     flags.DEFINE_integer("step", None, "Checkpoint step (default: the latest).", flag_values=fv)
     flags.DEFINE_string("out_dir", None, "Output directory (default: <workdir>/attack).",
                         flag_values=fv)

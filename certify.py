@@ -15,6 +15,7 @@ spread over all their devices, and process 0 writes and prints. Outputs go to --
 """
 from absl import flags, logging
 
+from hycas_jax import rng
 from hycas_jax.certification import stats
 from hycas_jax.evaluation import CertifySettings, certify_workdir
 from hycas_jax.evaluation.settings import CLIPS
@@ -26,7 +27,7 @@ SETTINGS = {"sigma": "sigma", "n0": "n0", "n": "n", "alpha": "alpha", "batch_siz
             "skip": "skip", "max": "max_examples", "margin": "margin",
             "margin_samples": "margin_samples", "logit_bound": "logit_bound", "seed": "seed",
             "lowpass_form": "lowpass_form", "margin_bound": "margin_bound",
-            "margin_clip": "margin_clip"}
+            "margin_clip": "margin_clip", "prng_impl": "prng_impl"}
 
 
 def define(fv: flags.FlagValues, argv) -> None:
@@ -62,6 +63,9 @@ def define(fv: flags.FlagValues, argv) -> None:
     flags.DEFINE_enum("lowpass_form", None, dct.LOWPASS_FORMS,
                       "How FDPAN's DCT low-pass is computed: the same map, so only speed "
                       "changes (default einsum; on an H200 kron was faster for the small CNNs).",
+                      flag_values=fv)
+    flags.DEFINE_enum("prng_impl", None, list(rng.IMPLS), "How PRNG keys are made (default: "
+                      "the run config's prng_impl, threefry2x32 unless it names another).",
                       flag_values=fv)
     cli.define_runtime_flags(fv, multi_host=True)
 

@@ -78,23 +78,54 @@ def _torch_image(image: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(np.transpose(image, (2, 0, 1)).copy())
 
 
-def _ours(model, image, classes: int, *, num: int, chunk: int, sigma: float):
+def _ours(model, image, classes: int, *, num: int, chunk: int, sigma: float,
+          impl: str = rng.DEFAULT_IMPL):
     """A thunk running our certification pass (`montecarlo.sample_stats`) of `model`
-    on one image: `num` samples in chunks of `chunk`, always the same key."""
+    on one image: `num` samples in chunks of `chunk`, always the same key (of
+    implementation `impl`)."""
     logits_fn, params = functional(model)
-    return lambda: montecarlo.sample_stats(logits_fn, params, image, jax.random.key(0),
+    return lambda: montecarlo.sample_stats(logits_fn, params, image, rng.key(0, impl),
                                           num_classes=classes, sigma=sigma, num=num,
                                           chunk_size=chunk)
 
 
-def _normals_contender(model, image, *, num: int, chunk: int):
-    """A thunk drawing only the standard normals of `num` noisy forward passes (the
-    input noise and every RANI), in chunks of `chunk`, and the count per sample."""
+def ours_memory_mb(model, image, classes: int, *, num: int, chunk: int, sigma: float = 0.25) -> float:
+    """Device memory of our certification pass's executable (XLA's memory analysis:
+    arguments, outputs and temporaries), MB; the peak of a certification at this chunk
+    size, which holds nothing else on the device but the weights."""
     logits_fn, params = functional(model)
-    shapes = bench_profile.normal_shapes(logits_fn, params, jnp.asarray(image))
-    draw = bench_profile.normals_only(shapes)
+    keys = jax.random.split(jax.random.key(0))[None]
+    compiled = montecarlo.counting_pass.lower(
+        logits_fn, params, jnp.asarray(image, jnp.float32), keys[:, 0], jnp.float32(sigma),
+        jnp.float32(np.inf), num_classes=classes, split=num, num=num, chunk_size=chunk).compile()
+    m = compiled.memory_analysis()
+    return (m.argument_size_in_bytes + m.output_size_in_bytes + m.temp_size_in_bytes) / 2 ** 20
+
+
+def _torch_memory_mb(run) -> float:
+    """Peak CUDA memory torch allocates during `run()`, MB (None off CUDA)."""
+    if not torch.cuda.is_available():
+        return None
+    torch.cuda.synchronize()
+    torch.cuda.reset_peak_memory_stats()
+    run()
+    torch.cuda.synchronize()
+    return torch.cuda.max_memory_allocated() / 2 ** 20
+
+
+def _normals_contender(model, image, *, num: int, chunk: int):
+    """A thunk drawing only the random values of `num` noisy forward passes (the input
+    noise and every RANI, each in its form), in chunks of `chunk`, and the count per sample."""
+    logits_fn, params = functional(model)
+    draws = bench_profile.draw_shapes(logits_fn, params, jnp.asarray(image))
+    draw = bench_profile.normals_only(draws)
     keys = [jax.random.split(jax.random.key(i), chunk) for i in range(-(-num // chunk))]
-    return (lambda: [draw(k) for k in keys][-1].block_until_ready()), sum(math.prod(s) for s in shapes)
+
+    def run():
+        for k in keys:
+            out = draw(k)
+        jax.block_until_ready(out)
+    return run, sum(math.prod(s) for s, _ in draws)
 
 
 def _best_form(model, image, classes: int, forms, *, num: int, chunk: int, sigma: float):
@@ -109,7 +140,7 @@ def _best_form(model, image, classes: int, forms, *, num: int, chunk: int, sigma
 
 
 def throughput(name: str, *, num: int, chunk: int, repeats: int, sweep=(), forms=("einsum",),
-               sigma: float = 0.25) -> dict:
+               sigma: float = 0.25, memory_limit_mb: float | None = None, impls=()) -> dict:
     """Samples/s of ours and of the reference (both layouts), interleaved, with the
     FLOP rate of ours against a jitted matmul timed in the same rounds.
 
@@ -121,7 +152,13 @@ def throughput(name: str, *, num: int, chunk: int, repeats: int, sweep=(), forms
     `rng_bound` times drawing the pass's normals alone (no model), `flop_bound`
     the model's FLOPs at the matmul rate; ours cannot beat either, so
     `bound_vs_best_torch` is the best ratio any design of this computation could
-    reach on this machine with these generators.
+    reach on this machine with these generators. `ours_no_omega` runs the same
+    weights with RANI's omega a constant (no internal random numbers): how much any
+    way of drawing the internal noise could still gain.
+
+    memory_limit_mb: only chunk sizes whose pass stays under it, for each contender
+    (ours: XLA's memory analysis of the executable; torch: its peak CUDA allocation).
+    impls: further key implementations ours also runs with (`ours_<impl>`).
 
     Low-pass form: with several `forms`, ours first runs with each at `chunk`
     and keeps the fastest (`freeze(model, lowpass_form=...)`, which certify.py's
@@ -141,14 +178,37 @@ def throughput(name: str, *, num: int, chunk: int, repeats: int, sweep=(), forms
         "ours": {c: _ours(frozen, image, classes, num=num, chunk=c, sigma=sigma) for c in candidates},
         "torch_nchw": {c: torch_run(False, c) for c in candidates},
         "torch_channels_last": {c: torch_run(True, c) for c in candidates}}
+    memory = {}
+    if memory_limit_mb:
+        memory["ours"] = {c: ours_memory_mb(frozen, image, classes, num=num, chunk=c, sigma=sigma)
+                          for c in candidates}
+        for label, cl in (("torch_nchw", False), ("torch_channels_last", True)):
+            memory[label] = {c: _torch_memory_mb(torch_run(cl, c)) for c in candidates}
+        for label, by_chunk in memory.items():
+            kept = {c: contenders[label][c] for c in candidates
+                    if by_chunk[c] is None or by_chunk[c] < memory_limit_mb}
+            contenders[label] = kept or {min(candidates): contenders[label][min(candidates)]}
     best, rates = common.best_chunks(contenders, num) if len(candidates) > 1 else (
         {label: chunk for label in contenders}, {})
+    extra = {f"ours_{impl}": _ours(frozen, image, classes, num=num, chunk=best["ours"], sigma=sigma,
+                                   impl=impl) for impl in impls}
     matmul, matmul_flops = matmul_contender()
     normals, normals_per_sample = _normals_contender(frozen, image, num=num, chunk=best["ours"])
-    rounds = common.timed_rounds({**{label: contenders[label][best[label]] for label in contenders},
-                                  "matmul": matmul, "normals": normals}, repeats)
+    # The same weights drawing RANI's omega as exact normals (the draws before
+    # `quantile16`), and with no internal random numbers at all.
+    exact = freeze(common.jax_model(name, rani_noise="normal")[-1], lowpass_form=form)
+    ours_normal = _ours(exact, image, classes, num=num, chunk=best["ours"], sigma=sigma)
+    with bench_profile.constant_omega():
+        still = freeze(common.jax_model(name, rani_noise=bench_profile.CONSTANT)[-1], lowpass_form=form)
+        ours_still = _ours(still, image, classes, num=num, chunk=best["ours"], sigma=sigma)
+        rounds = common.timed_rounds(
+            {**{label: contenders[label][best[label]] for label in contenders}, **extra,
+             "ours_normal": ours_normal, "ours_no_omega": ours_still, "matmul": matmul,
+             "normals": normals}, repeats)
     t = common.medians(rounds)
-    ratio, low, high = common.speedup(rounds, "ours", ("torch_nchw", "torch_channels_last"))
+    torches = ("torch_nchw", "torch_channels_last")
+    ratio, low, high = common.speedup(rounds, "ours", torches)
+    ratio_normal = common.speedup(rounds, "ours_normal", torches)[0]
     best_torch = min(t["torch_nchw"], t["torch_channels_last"])
     flops, flops_with_rng = flops_per_sample(*functional(freeze(model)), image, best["ours"])
     matmul_rate = matmul_flops / t["matmul"]
@@ -160,6 +220,17 @@ def throughput(name: str, *, num: int, chunk: int, repeats: int, sweep=(), forms
             "chunk_sweep": [{"contender": label, **{str(c): r for c, r in by_chunk.items()}}
                             for label, by_chunk in rates.items()],
             "ours_samples_per_s": num / t["ours"],
+            "ours_normal_samples_per_s": num / t["ours_normal"],
+            "speedup_normal_vs_best_torch": ratio_normal,
+            "ours_no_omega_samples_per_s": num / t["ours_no_omega"],
+            "no_omega_bound_vs_best_torch": common.speedup(rounds, "ours_no_omega", torches)[0],
+            **{f"{label}_samples_per_s": num / t[label] for label in extra},
+            **{f"speedup_{label}_vs_best_torch": common.speedup(rounds, label, torches)[0]
+               for label in extra},
+            **({"memory_limit_mb": memory_limit_mb,
+                "memory_mb": {label: {str(c): m for c, m in by_chunk.items()}
+                              for label, by_chunk in memory.items()}} if memory else {}),
+            "torch_omega": torch_reference.fastest_quantile16(common.torch_reference_device())[0],
             "torch_nchw_samples_per_s": num / t["torch_nchw"],
             "torch_channels_last_samples_per_s": num / t["torch_channels_last"],
             "speedup_vs_best_torch": ratio, "speedup_range": [low, high],
@@ -171,6 +242,7 @@ def throughput(name: str, *, num: int, chunk: int, repeats: int, sweep=(), forms
             "normals_only_samples_per_s": num / t["normals"],
             "rng_bound_vs_best_torch": rng_bound, "flop_bound_vs_best_torch": flop_bound,
             "bound_vs_best_torch": min(rng_bound, flop_bound),
+            "fraction_of_rng_bound": ratio / rng_bound,
             "fraction_bound": min(1.0, flops * num / t["normals"] / matmul_rate)}
 
 

@@ -14,7 +14,7 @@ import time
 import common
 import jax
 
-from hycas_jax import freeze, functional
+from hycas_jax import freeze, functional, rng
 from hycas_jax.certification import smoothing
 
 COMPILE_EVENTS = ("/jax/core/compile/jaxpr_trace_duration",
@@ -41,6 +41,8 @@ def main():
     parser.add_argument("--n", type=int, default=100_000)
     parser.add_argument("--n0", type=int, default=100)
     parser.add_argument("--batch_size", type=int, default=1000)
+    parser.add_argument("--prng_impl", default=rng.DEFAULT_IMPL, choices=rng.IMPLS)
+    parser.add_argument("--warm", action="store_true", help="also time a second call (compiled)")
     args = parser.parse_args()
     # A first call measures compiling: never read it from a persistent cache that a
     # JAX_COMPILATION_CACHE_DIR in the environment would otherwise turn on.
@@ -53,13 +55,20 @@ def main():
     image = common.images(config.model.image_shape, 1)
     before_rss, before_compile = peak_rss_mb(), sum(compile_s)
     start = time.perf_counter()
-    result = smoothing.certify(logits_fn, params, image, jax.random.key(0),
-                               num_classes=config.model.num_classes, sigma=0.25, n0=args.n0,
-                               n=args.n, batch_size=args.batch_size)
+    run = lambda: smoothing.certify(logits_fn, params, image, rng.key(0, args.prng_impl),  # noqa: E731
+                                    num_classes=config.model.num_classes, sigma=0.25, n0=args.n0,
+                                    n=args.n, batch_size=args.batch_size)
+    result = run()
     wall = time.perf_counter() - start
+    warm = None
+    if args.warm:  # certify returns host arrays: the call has finished when it returns
+        start = time.perf_counter()
+        run()
+        warm = time.perf_counter() - start
     stats = jax.devices()[0].memory_stats() or {}  # None on the CPU
     peak_device = stats.get("peak_bytes_in_use")
     print(json.dumps({"model": args.model, "n0": args.n0, "n": args.n, "batch_size": args.batch_size,
+                      "prng_impl": args.prng_impl, "warm_call_s": warm,
                       "backend": jax.default_backend(),
                       "first_call_s": wall, "certify_compile_s": sum(compile_s) - before_compile,
                       "peak_rss_mb": peak_rss_mb(), "rss_before_certify_mb": before_rss,

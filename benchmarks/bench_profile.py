@@ -27,37 +27,70 @@ import jax.numpy as jnp
 from hycas_jax import freeze, functional, rng
 from hycas_jax.certification import montecarlo
 
+DRAWS = ("normal", "quantile16")  # the hycas_jax.rng functions a model draws with
+CONSTANT = "constant"  # the omega form `constant_omega` adds
+
 
 @contextlib.contextmanager
-def recorded_normal_shapes(shapes: list):
-    """Appends the shape of every `hycas_jax.rng.normal` call made inside the block."""
-    normal = rng.normal
+def constant_omega():
+    """Inside the block a model config may name `rani_noise = CONSTANT`: RANI's omega is
+    then 0 (a function of the key's data, so nothing is folded away), and the model
+    draws no internal random numbers. For timing only: the floor the internal noise's
+    cost sits on. Build and first run (trace) such a model inside the block."""
+    noises, draw = rng.NOISES, rng.internal_normal
 
-    def recording(key, shape=(), *args, **kwargs):
-        shapes.append(tuple(shape))
-        return normal(key, shape, *args, **kwargs)
+    def internal_normal(key, shape, noise="normal"):
+        if noise != CONSTANT:
+            return draw(key, shape, noise)
+        tiny = jax.random.key_data(key).ravel()[0].astype(jnp.float32) * 0.0
+        return jnp.full(shape, tiny, jnp.float32)
 
-    rng.normal = recording
+    rng.NOISES, rng.internal_normal = noises + (CONSTANT,), internal_normal
     try:
-        yield shapes
+        yield
     finally:
-        rng.normal = normal
+        rng.NOISES, rng.internal_normal = noises, draw
 
 
-def normal_shapes(logits_fn, params, image) -> list:
-    """The shape of every standard normal one noisy forward pass of `image` draws:
-    the input noise first, then each `hycas_jax.rng.normal` call of the model."""
-    with recorded_normal_shapes([]) as shapes:
+@contextlib.contextmanager
+def recorded_draws(draws: list):
+    """Appends (shape, form) of every `hycas_jax.rng.normal` / `quantile16` call made
+    inside the block."""
+    originals = {form: getattr(rng, form) for form in DRAWS}
+
+    def recording(form):
+        def record(key, shape=(), *args, **kwargs):
+            draws.append((tuple(shape), form))
+            return originals[form](key, shape, *args, **kwargs)
+        return record
+
+    for form in DRAWS:
+        setattr(rng, form, recording(form))
+    try:
+        yield draws
+    finally:
+        for form, draw in originals.items():
+            setattr(rng, form, draw)
+
+
+def draw_shapes(logits_fn, params, image) -> list:
+    """(shape, form) of every random draw one noisy forward pass of `image` makes: the
+    input noise first (exact normals), then each draw of the model in its form."""
+    with recorded_draws([]) as draws:
         jax.eval_shape(logits_fn, params, image, jax.random.key(0))
-    return [image.shape] + shapes
+    return [(image.shape, "normal")] + draws
 
 
-def normals_only(shapes, normal=rng.normal):
-    """A jitted function of a batch of keys drawing, for each key, exactly the normals
-    of `shapes` (and summing them, so nothing is left unused): the random-number work
-    of a Monte Carlo chunk without the model."""
+def normals_only(draws, normal=rng.normal):
+    """A jitted function of a batch of keys drawing, for each key, exactly the values of
+    `draws` ((shape, form) pairs; form 'normal' with `normal`) and returning them: the
+    random-number work of a Monte Carlo chunk without the model, plus one write per
+    value (as the model's RANI output costs; a reduction instead would time XLA's
+    CPU reductions, slower than the draws)."""
+    fns = {"normal": normal, "quantile16": rng.quantile16}
+
     def run(keys):
-        one = lambda k: sum(normal(jax.random.fold_in(k, i), s).sum() for i, s in enumerate(shapes))
+        one = lambda k: [fns[form](jax.random.fold_in(k, i), s) for i, (s, form) in enumerate(draws)]
         return jax.vmap(one)(keys)
     return jax.jit(run)
 
@@ -66,19 +99,20 @@ def rng_share(name: str, *, chunk: int, repeats: int) -> dict:
     config, _, _, _, model = common.jax_model(name)
     logits_fn, params = functional(freeze(model))  # as certify.py runs it
     image = jnp.asarray(common.images(config.model.image_shape, 1))
-    shapes = normal_shapes(logits_fn, params, image)
+    draws = draw_shapes(logits_fn, params, image)
 
     def forward(params, keys):
         one = lambda k: logits_fn(params, image + 0.25 * rng.normal(k, image.shape), k)
         return jax.vmap(one)(keys)
 
     keys = jax.random.split(jax.random.key(1), chunk)
-    forward, ours, jaxs = jax.jit(forward), normals_only(shapes), normals_only(shapes, jax.random.normal)
+    forward, ours, jaxs = jax.jit(forward), normals_only(draws), normals_only(draws, jax.random.normal)
     t = common.interleaved({"forward": lambda: forward(params, keys).block_until_ready(),
-                            "normals": lambda: ours(keys).block_until_ready(),
-                            "jax_normals": lambda: jaxs(keys).block_until_ready()}, repeats)
-    per_sample = sum(math.prod(s) for s in shapes)
+                            "normals": lambda: jax.block_until_ready(ours(keys)),
+                            "jax_normals": lambda: jax.block_until_ready(jaxs(keys))}, repeats)
+    per_sample = sum(math.prod(s) for s, _ in draws)
     return {"model": name, "chunk": chunk, "normals_per_sample": per_sample,
+            "quantile16_per_sample": sum(math.prod(s) for s, form in draws if form == "quantile16"),
             "forward_s": t["forward"], "normals_s": t["normals"],
             "rng_share_of_forward": t["normals"] / t["forward"],
             "ns_per_normal": t["normals"] / (chunk * per_sample) * 1e9,

@@ -27,7 +27,8 @@ def _as_measured(config):
     """The architecture `RESULTS.md` measured and `torch_reference.py` implements: the
     all-random depthwise RPFAN, RANI's free mask parameters and, for ResNet-18, the notebook's
     stream schedule. (The faithful-HyCAS defaults, a mixed RPFAN with a learned conv, a
-    floored RANI and all streams at every stage, are not benchmarked yet.)"""
+    floored RANI and all streams at every stage, are not benchmarked yet.) RANI draws omega
+    as new configs do, `quantile16` (16 random bits per value)."""
     config.model.rpfan, config.model.rani_spread = "depthwise", "free"
     if config.model.backbone == "resnet18":
         config.model.streams = models.STREAM_SCHEDULES["notebook"]
@@ -73,9 +74,13 @@ def speedup(rounds: Dict[str, list], ours: str, others) -> tuple:
     return statistics.median(ratios), min(ratios), max(ratios)
 
 
-def jax_model(name: str):
-    """-> (experiment config, graphdef, train state, optax tx, nnx model) of a benchmarked model."""
+def jax_model(name: str, rani_noise: str | None = None):
+    """-> (experiment config, graphdef, train state, optax tx, nnx model) of a benchmarked model.
+    rani_noise: override how its RANI draws omega (`hycas_jax.rng.NOISES`); the weights
+    do not depend on it (the same initialization)."""
     config = CONFIGS[name]()
+    if rani_noise is not None:
+        config.model.rani_noise = rani_noise
     graphdef, state, tx = initial_state(config)
     model = nnx.merge(graphdef, state["params"], state["rest"])
     return config, graphdef, state, tx, model

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import time
 
 import numpy as np
 import torch
@@ -48,13 +49,75 @@ def _param(array) -> nn.Parameter:
 
 # ------------------------------------------------------------------ noise
 
+def _horner(coefficients, v):
+    p = torch.full_like(v, coefficients[-1])
+    for c in coefficients[-2::-1]:
+        p = p * v + c
+    return p
+
+
+def quantile16_map(h: torch.Tensor) -> torch.Tensor:
+    """`hycas_jax.rng.quantile16_map` in torch ops: float32 omega of 16-bit values held
+    in an int32 tensor (0..65535)."""
+    x = ((h & 0x7FFF) * 2 + 1).float() * 2.0 ** -16
+    t = (1.0 - x * x).view(torch.int32)
+    exponent = (t >> 23).float() - 127.0
+    mantissa = ((t & 0x7FFFFF) | 0x3F800000).view(torch.float32) - 1.0
+    w = -(exponent + _horner(rng.QUANTILE16_LOG2, mantissa) * mantissa)
+    magnitude = x * _horner(rng.QUANTILE16_R, torch.sqrt(torch.clamp(w, min=0.0)))
+    return torch.where((h & 0x8000) != 0, -magnitude, magnitude)
+
+
+def quantile16_omega(like: torch.Tensor) -> torch.Tensor:
+    """Values of `like`'s shape with the law of `hycas_jax.rng.quantile16`: uniform
+    16-bit values through the same quantile map."""
+    h = torch.randint(0, 65536, like.shape, dtype=torch.int32, device=like.device)
+    return quantile16_map(h)
+
+
+def randn_omega(like: torch.Tensor) -> torch.Tensor:
+    return torch.randn_like(like)
+
+
+_FASTEST = {}
+
+
+def fastest_quantile16(device=None, size: int = 1 << 20, repeats: int = 5):
+    """torch's fastest way to draw RANI's 'quantile16' omega on `device`: its own
+    16-bit map (`quantile16_omega`) or plain `torch.randn` (exact normals, within the
+    map's 1e-5 Kolmogorov distance of the same law); timed once per device, returns
+    (name, function)."""
+    device = torch.device(device or "cpu")
+    if device not in _FASTEST:
+        like = torch.empty(size, device=device)
+        times = {}
+        for name, draw in (("randn", randn_omega), ("quantile16", quantile16_omega)):
+            draw(like)
+            best = math.inf
+            for _ in range(repeats):
+                if device.type == "cuda":
+                    torch.cuda.synchronize()
+                start = time.perf_counter()
+                draw(like)
+                if device.type == "cuda":
+                    torch.cuda.synchronize()
+                best = min(best, time.perf_counter() - start)
+            times[name] = best
+        name = min(times, key=times.get)
+        _FASTEST[device] = (name, randn_omega if name == "randn" else quantile16_omega)
+    return _FASTEST[device]
+
+
 class TorchNoise:
-    """Draws every omega and projection filter with torch's RNG, on `device`."""
+    """Draws every omega and projection filter with torch's RNG, on `device`: RANI's
+    omega the fastest way torch has for the model's noise form (`fastest_quantile16`)."""
 
     def __init__(self, device=None):
         self.device = device
 
-    def omega(self, like: torch.Tensor) -> torch.Tensor:
+    def omega(self, like: torch.Tensor, form: str = "normal") -> torch.Tensor:
+        if form == "quantile16":
+            return fastest_quantile16(like.device)[1](like)
         return torch.randn_like(like)
 
     def filters(self, n: int, channels: int, k: int) -> torch.Tensor:
@@ -80,7 +143,7 @@ class ReplayNoise:
             raise ValueError(f"draw of shape {draw.shape} where a rank-{ndim} one was expected")
         return torch.from_numpy(draw).to(self.device)
 
-    def omega(self, like: torch.Tensor) -> torch.Tensor:
+    def omega(self, like: torch.Tensor, form: str = "normal") -> torch.Tensor:
         out = self._next(4).permute(0, 3, 1, 2)
         if out.shape != like.shape:
             raise ValueError(f"replayed omega {tuple(out.shape)} for features {tuple(like.shape)}")
@@ -93,19 +156,24 @@ class ReplayNoise:
 
 def recorded_forward(jax_model, x, key):
     """Eager forward of a JAX model -> (logits, every standard-normal draw in call order),
-    the draws ready for `ReplayNoise` (the model draws with `hycas_jax.rng.normal`)."""
-    draws, normal = [], rng.normal
+    the draws ready for `ReplayNoise` (the model draws with `hycas_jax.rng.normal` and
+    `hycas_jax.rng.quantile16`)."""
+    draws, originals = [], {name: getattr(rng, name) for name in ("normal", "quantile16")}
 
-    def recording(*args, **kwargs):
-        out = normal(*args, **kwargs)
-        draws.append(np.asarray(out))
-        return out
+    def recording(draw):
+        def record(*args, **kwargs):
+            out = draw(*args, **kwargs)
+            draws.append(np.asarray(out))
+            return out
+        return record
 
-    rng.normal = recording
+    for name, draw in originals.items():
+        setattr(rng, name, recording(draw))
     try:
         logits = np.asarray(jax_model(x, key))
     finally:
-        rng.normal = normal
+        for name, draw in originals.items():
+            setattr(rng, name, draw)
     return logits, draws
 
 
@@ -169,11 +237,12 @@ class RANI(nn.Module):
     def __init__(self, jax_rani):
         super().__init__()
         self.factor = RANI_FACTORS[jax_rani.form]
+        self.noise_form = getattr(jax_rani, "noise", "normal")
         self.scale = _param(np.reshape(jax_rani.scale[...], (1, -1, 1, 1)))
         self.shift = _param(np.reshape(jax_rani.shift[...], (1, -1, 1, 1)))
 
     def forward(self, h, noise):
-        out = h + h * torch.sigmoid(self.scale * noise.omega(h) + self.shift)
+        out = h + h * torch.sigmoid(self.scale * noise.omega(h, self.noise_form) + self.shift)
         return out if self.factor == 1.0 else self.factor * out
 
 

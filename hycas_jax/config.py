@@ -82,6 +82,10 @@ def experiment(dataset: str = "mnist5k", *, kind: str = "hycas", rani: str = "pe
     r.margin_clip = "fixed"  # logit_bound as set; "calibrated": from training images
     r.seed = 0
 
+    # How every PRNG key of the run is made (train.py, certify.py, attack.py): see
+    # hycas_jax.rng.IMPLS; "rbg" is faster on GPUs and TPUs, threefry2x32 the same everywhere.
+    c.prng_impl = "threefry2x32"
+
     # Data parallelism over every device of every process by default; 'model'
     # is reserved for sharding parameters (size 1: replicated).
     c.mesh = ml_collections.ConfigDict({"data": -1, "model": 1})

@@ -93,3 +93,26 @@ def test_min_mask_sd_reads_every_rani_of_a_model():
     assert rani_lib.min_mask_sd(model) == pytest.approx(0.167, abs=2e-3)
     cfg.kind, cfg.rani = "lipschitz", "off"
     assert np.isnan(rani_lib.min_mask_sd(models.build(cfg, key=jax.random.key(0))))
+
+
+def test_the_noise_form_is_a_model_config_choice():
+    """New configs draw omega from 16 bits; a saved config that names no form keeps the
+    exact normals it was trained with; the choice reaches every RANI of the model."""
+    from hycas_jax import models, rng
+    cfg = models.default_config()
+    cfg.widths, cfg.strides = (4, 4, 4), (2, 2, 1)
+    assert rani_lib.config_noise(cfg) == "quantile16"
+    old = cfg.copy_and_resolve_references()
+    del old["rani_noise"]
+    assert rani_lib.config_noise(old) == "normal"
+    for c, form in ((cfg, "quantile16"), (old, "normal")):
+        model = models.build(c, key=jax.random.key(0))
+        ranis = [m for _, m in nnx.iter_graph(model) if isinstance(m, RANI)]
+        assert ranis and {r.noise for r in ranis} == {form}
+    h = jnp.ones((1, 3, 3, 2))
+    r = RANI(2, "residual", spread="free", noise="quantile16", rngs=nnx.Rngs(0))
+    omega = rng.quantile16(jax.random.key(4), h.shape)
+    np.testing.assert_allclose(r(h, jax.random.key(4)), h + h * jax.nn.sigmoid(omega), rtol=1e-6)
+    cfg.rani_noise = "uniform"
+    with pytest.raises(ValueError, match="unknown internal noise 'uniform'"):
+        models.build(cfg, key=jax.random.key(0))

@@ -25,7 +25,7 @@ from typing import Optional
 import jax
 from tqdm.auto import tqdm
 
-from hycas_jax import data, training
+from hycas_jax import data, rng, training
 from hycas_jax.adapter import functional
 from hycas_jax.config import data_kwargs
 from hycas_jax.evaluation.attacker import Attacker, unit_key
@@ -54,7 +54,10 @@ def resolved_settings(settings: AttackSettings, config, step: int, num_test: int
     s["stride"] = settings.stride or max(1, num_test // s["max_examples"])
     s["max_examples"] = min(s["max_examples"], -(-num_test // s["stride"]))
     s["batch_size"] = min(s["batch_size"], s["max_examples"])
+    s["prng_impl"] = settings.prng_impl
     keep = {k: v for k, v in s.items() if k not in ("eps", "max_examples", "vote_sigma_source")}
+    if settings.prng_impl == rng.DEFAULT_IMPL:  # the digest of runs from before the choice
+        del keep["prng_impl"]
     s["digest"] = f"{zlib.crc32(json.dumps(keep, sort_keys=True).encode()):08x}"
     return s
 

@@ -135,7 +135,7 @@ class Attacker:
         real = np.asarray(batch["mask"])
         x, y = jax.numpy.asarray(batch["image"]), jax.numpy.asarray(batch["label"])
         index = np.asarray(batch["index"])[real]
-        batch_key = jax.random.fold_in(jax.random.key(s.seed), int(index[0]))
+        batch_key = jax.random.fold_in(rng.key(s.seed, s.prng_impl), int(index[0]))
         base = {"digest": self.digest, "first": int(index[0]), "last": int(index[-1])}
         cache = {}  # (attack, eps, target sigma) -> x_adv, shared by rules with one target
         for attack, eps, rule in self.units():

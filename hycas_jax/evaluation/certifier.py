@@ -12,6 +12,7 @@ from typing import Iterable, Iterator
 import jax
 import numpy as np
 
+from hycas_jax import rng
 from hycas_jax.certification import margin, smoothing, stats
 from hycas_jax.evaluation.settings import CertifySettings
 from hycas_jax.reporting import certify_report
@@ -36,7 +37,7 @@ class Certifier:
         self.params = params if mesh is None else distributed.replicate(params, mesh)
         self.lipschitz, self.stochastic, self.mesh = float(lipschitz), stochastic, mesh
         self.pair_lipschitz = None if pair_lipschitz is None else np.asarray(pair_lipschitz)
-        self.root = jax.random.key(settings.seed)
+        self.root = rng.key(settings.seed, settings.prng_impl)
 
     @property
     def columns(self) -> tuple:

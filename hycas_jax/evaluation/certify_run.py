@@ -32,7 +32,7 @@ import jax
 import numpy as np
 from tqdm.auto import tqdm
 
-from hycas_jax import data, training
+from hycas_jax import data, rng, training
 from hycas_jax.adapter import functional
 from hycas_jax.certification import clip, margin
 from hycas_jax.config import data_kwargs
@@ -45,7 +45,9 @@ from hycas_jax.runtime import distributed, records, runlock
 # Settings that change a row's numbers: a log may only be resumed when they match.
 _RESULT_SETTINGS = ("step", "dataset", "sigma", "n0", "n", "alpha", "skip", "margin",
                     "margin_samples", "logit_bound", "margin_bound", "margin_clip", "seed",
-                    "lowpass_form", "margin_precision")
+                    "lowpass_form", "margin_precision", "prng_impl")
+# What a log's summary from before a setting existed was made with.
+_BEFORE = {"prng_impl": rng.DEFAULT_IMPL}
 
 
 def certify_paths(out_dir, sigma: float) -> dict[str, Path]:
@@ -60,8 +62,8 @@ def _check_resumable(paths: dict[str, Path], recorded: dict) -> None:
     if not (paths["log"].exists() and paths["summary"].exists()):
         return
     old = json.loads(paths["summary"].read_text()).get("settings", {})
-    changed = [f"{k}: {old.get(k)!r} -> {recorded[k]!r}" for k in _RESULT_SETTINGS
-               if old.get(k) != recorded[k]]
+    changed = [f"{k}: {old.get(k, _BEFORE.get(k))!r} -> {recorded[k]!r}" for k in _RESULT_SETTINGS
+               if old.get(k, _BEFORE.get(k)) != recorded[k]]
     if changed:
         raise ValueError(f"{paths['log']} was made with other settings ({'; '.join(changed)}); "
                          "use another out_dir or delete the log to start over")
@@ -95,7 +97,7 @@ def _calibrated_clip(config, logits_fn, params, settings: CertifySettings) -> fl
         max_examples=CALIBRATION_IMAGES, process_index=0, process_count=1,
         **data_kwargs(config))))
     x = batch["image"][np.asarray(batch["mask"], bool)]
-    return clip.calibrated_clip(logits_fn, params, x, jax.random.key(settings.seed + 1),
+    return clip.calibrated_clip(logits_fn, params, x, rng.key(settings.seed + 1, settings.prng_impl),
                                 num=settings.n0, chunk_size=min(settings.n0, 100))
 
 

@@ -15,7 +15,7 @@ import dataclasses
 import math
 from typing import Optional
 
-from hycas_jax import checks
+from hycas_jax import checks, rng
 from hycas_jax.attacks import scoring, validation
 from hycas_jax.certification import stats
 from hycas_jax.nn import dct
@@ -24,6 +24,13 @@ from hycas_jax.runtime import checkpointing
 ATTACKS = ("apgd-ce", "apgd-dlr", "apgd-t", "autoattack", "autoattack-rand", "autoattack-standard")
 RULES = scoring.RULES
 CLIPS = ("fixed", "calibrated")  # where the margin certificate's logit clip comes from
+
+
+def _with_impl(section, config) -> dict:
+    """A config section's fields, with the run's key implementation where it names none."""
+    section = dict(section)
+    section.setdefault("prng_impl", rng.config_impl(config))
+    return section
 
 
 def _from_section(cls, section, overrides: dict):
@@ -51,7 +58,8 @@ class CertifySettings:
     its samples, logit clip, confidence bound (`stats.BOUNDS`) and where the clip
     comes from ("fixed": `logit_bound`; "calibrated": measured once per model on
     training images, `certification.clip`). seed: image idx uses `fold_in(key(seed), idx)`. lowpass_form: how
-    FDPAN's DCT low-pass is computed (the same map: speed only).
+    FDPAN's DCT low-pass is computed (the same map: speed only). prng_impl: the key
+    implementation (`hycas_jax.rng.IMPLS`; default: the run config's `prng_impl`).
     """
     sigma: float = 0.25
     n0: int = 100
@@ -67,6 +75,7 @@ class CertifySettings:
     margin_clip: str = "fixed"
     seed: int = 0
     lowpass_form: str = "einsum"
+    prng_impl: str = rng.DEFAULT_IMPL
 
     def __post_init__(self):
         fix = lambda name, value: object.__setattr__(self, name, value)  # noqa: E731 (frozen)
@@ -83,6 +92,7 @@ class CertifySettings:
         if self.margin and not (math.isfinite(self.logit_bound) and self.logit_bound > 0):
             raise ValueError(f"logit_bound must be finite and > 0, got {self.logit_bound}")
         dct.check_lowpass_form(self.lowpass_form)
+        rng.check_impl(self.prng_impl)
         stats.check_bound(self.margin_bound)
         if self.margin_clip not in CLIPS:
             raise ValueError(f"unknown margin_clip {self.margin_clip!r}; known: {list(CLIPS)}")
@@ -90,7 +100,7 @@ class CertifySettings:
     @classmethod
     def from_config(cls, config, **overrides) -> "CertifySettings":
         """From an experiment config's `certify` section; non-None `overrides` win."""
-        return _from_section(cls, config.certify, overrides)
+        return _from_section(cls, _with_impl(config.certify, config), overrides)
 
     @classmethod
     def of_workdir(cls, workdir, **overrides) -> "CertifySettings":
@@ -109,7 +119,8 @@ class AttackSettings:
     spread them evenly over the split). batch_size: images per attacked batch.
     repeats: passes per image scoring the 'single' rule. vote_samples,
     vote_sigma, alpha: the 'vote' rule's passes, input noise (None: the
-    training sigma) and test level. seed: of the attack and scoring keys.
+    training sigma) and test level. seed: of the attack and scoring keys. prng_impl: their
+    implementation (`hycas_jax.rng.IMPLS`; default: the run config's `prng_impl`).
     """
     attacks: tuple = ("apgd-ce", "apgd-dlr", "autoattack")
     rules: tuple = RULES
@@ -125,9 +136,11 @@ class AttackSettings:
     vote_sigma: Optional[float] = None
     alpha: float = 0.001
     seed: int = 0
+    prng_impl: str = rng.DEFAULT_IMPL
 
     def __post_init__(self):
         fix = lambda name, value: object.__setattr__(self, name, value)  # noqa: E731 (frozen)
+        rng.check_impl(self.prng_impl)
         for name, value, known in (("attack", self.attacks, ATTACKS), ("rule", self.rules, RULES)):
             if isinstance(value, str) or not value:
                 raise ValueError(f"no {name} given; choose from {known}")
@@ -153,7 +166,7 @@ class AttackSettings:
     def from_config(cls, config, **overrides) -> "AttackSettings":
         """From an experiment config's `attack` section and its `certify.alpha`; non-None
         `overrides` win."""
-        section = dict(config.attack)
+        section = _with_impl(config.attack, config)
         section.setdefault("alpha", config.certify.alpha)
         return _from_section(cls, section, overrides)
 

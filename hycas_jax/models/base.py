@@ -22,7 +22,7 @@ from flax import nnx
 
 from hycas_jax import checks
 from hycas_jax.models.block import FINAL_RANI
-from hycas_jax.models.rani import RANI, config_spread
+from hycas_jax.models.rani import RANI, config_noise, config_spread
 from hycas_jax.nn import normalize, spectral
 from hycas_jax.nn.activations import get_activation
 
@@ -41,7 +41,8 @@ class Classifier(nnx.Module):
         check_pool(self.pool)
         self.normalize = normalize.Normalize(cfg.mean, cfg.std)
         ends_in_rani = cfg.kind == "hycas" and cfg.rani in FINAL_RANI
-        self.final_rani = (RANI(channels, "residual", spread=config_spread(cfg), rngs=rngs)
+        self.final_rani = (RANI(channels, "residual", spread=config_spread(cfg),
+                                noise=config_noise(cfg), rngs=rngs)
                            if ends_in_rani else None)
         if self.pool == "flatten":
             channels = channels * self.final_hw[0] * self.final_hw[1]

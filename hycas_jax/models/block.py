@@ -66,7 +66,7 @@ class HyCASBlock(nnx.Module):
                  input_hw: Sequence[int], stride: int = 1,
                  streams: Sequence[str] = ("sncan", "fdpan", "rpfan"),
                  rani: str = "per_block", dct_keep: float = 0.5, gate: str = "learned",
-                 rani_spread: str = "floored", rpfan: str = "mixed",
+                 rani_spread: str = "floored", rani_noise: str = "normal", rpfan: str = "mixed",
                  rpfan_random_weight: float = DEFAULT_RANDOM_WEIGHT, conv: str = "snc",
                  rngs: nnx.Rngs):
         check_streams(streams)
@@ -77,6 +77,7 @@ class HyCASBlock(nnx.Module):
         built = []
         for name in streams:
             kwargs = dict(input_hw=input_hw, stride=stride, rani=form, rani_spread=rani_spread,
+                          rani_noise=rani_noise,
                           conv=conv, rngs=rngs)
             if STREAMS[name] is FDPAN:
                 kwargs["dct_keep"] = dct_keep
@@ -86,7 +87,8 @@ class HyCASBlock(nnx.Module):
         self.streams = nnx.List(built)
         self.gate = ConvexGate(len(built), out_channels, per_channel=rani not in FINAL_RANI,
                                learned=gate == "learned", rngs=rngs)
-        self.post_rani = RANI(out_channels, form, spread=rani_spread, rngs=rngs) if form else None
+        self.post_rani = RANI(out_channels, form, spread=rani_spread,
+                               noise=rani_noise, rngs=rngs) if form else None
 
     def __call__(self, x: jax.Array, key: jax.Array) -> jax.Array:
         keys = jax.random.split(key, len(self.streams) + 1)

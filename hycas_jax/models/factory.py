@@ -12,6 +12,8 @@ The model config (`config.model` of an experiment, or a bare ConfigDict) has:
   rani           'per_block' (paper) | 'budgeted' (global bound <= 2) | 'final' (<= 2,
                  one RANI at the end; models/block.py) | 'off'
   rani_spread    'floored' (the mask's spread has a floor) | 'free' (default when absent)
+  rani_noise     how RANI draws omega: 'quantile16' (16 random bits per value, within
+                 1e-5 of N(0, 1); hycas_jax/rng.py) | 'normal' (exact; default when absent)
   rpfan          'mixed' (learned + random filters) | 'depthwise' (default when absent)
   rpfan_random_weight   the random filters' weight a in the mixed form (0.1)
   conv           'snc' (spectral normalization, strided; default when absent) |
@@ -25,9 +27,10 @@ import jax
 import ml_collections
 from flax import nnx
 
+from hycas_jax import rng
 from hycas_jax.models.base import Classifier, check_pool, config_pool
 from hycas_jax.models.block import check_gate, check_rani, check_streams
-from hycas_jax.models.rani import check_spread, config_spread
+from hycas_jax.models.rani import check_spread, config_noise, config_spread
 from hycas_jax.models.resnet import ResNet18
 from hycas_jax.models.rpfan import check_form as check_rpfan
 from hycas_jax.models.rpfan import config_form as rpfan_form
@@ -56,6 +59,7 @@ def default_config(backbone: str = "small_cnn") -> ml_collections.ConfigDict:
     cfg.kernel_size = 3
     cfg.rani = "per_block"
     cfg.rani_spread = "floored"  # the mask keeps its noise (models/rani.py); "free": unbounded
+    cfg.rani_noise = "quantile16"  # omega from 16 random bits (hycas_jax/rng.py); "normal": exact
     cfg.rpfan = "mixed"  # learned and random filters (models/rpfan.py); "depthwise": before
     cfg.rpfan_random_weight = 0.1  # the random filters' share of the mixed form's output
     cfg.dct_keep = 0.5
@@ -93,6 +97,7 @@ def validate(cfg) -> None:
         raise ValueError(f"unknown activation {cfg.activation!r}; known: {sorted(ACTIVATIONS)}")
     check_rani(cfg.rani)
     check_spread(config_spread(cfg))
+    rng.check_noise(config_noise(cfg))
     check_rpfan(rpfan_form(cfg))
     check_gate(cfg.get("gate", "learned"))
     check_conv(config_conv(cfg))

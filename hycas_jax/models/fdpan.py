@@ -16,7 +16,7 @@ from hycas_jax.nn.orthogonal import OrthogonalMix
 class FDPAN(RandomizedStream):
     def __init__(self, in_channels: int, out_channels: int, kernel_size: int, *,
                  input_hw: Sequence[int], stride: int = 1, rani: Optional[str] = "residual",
-                 rani_spread: str = "floored",
+                 rani_spread: str = "floored", rani_noise: str = "normal",
                  dct_keep: float = 0.5, conv: str = "snc", rngs: nnx.Rngs):
         self.dct_keep = dct_keep
         self.input_hw = tuple(input_hw)
@@ -24,7 +24,7 @@ class FDPAN(RandomizedStream):
         self.mix = OrthogonalMix(in_channels, in_channels, rngs=rngs)
         self.conv = make_conv(conv, in_channels, out_channels, kernel_size, input_hw=input_hw,
                               stride=stride, rngs=rngs)
-        self._init_rani(out_channels, rani, rngs, rani_spread)
+        self._init_rani(out_channels, rani, rngs, rani_spread, rani_noise)
 
     def _projections(self):
         h, w = self.input_hw

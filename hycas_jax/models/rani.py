@@ -51,6 +51,12 @@ def config_spread(cfg) -> str:
     return cfg.get("rani_spread", "free")
 
 
+def config_noise(cfg) -> str:
+    """How a model config's RANI draws omega (`hycas_jax.rng.NOISES`). A config from
+    before the choice existed names none and gets the exact normals it was trained with."""
+    return cfg.get("rani_noise", "normal")
+
+
 def check_spread(spread: str) -> None:
     if spread not in SPREADS:
         raise ValueError(f"unknown RANI spread {spread!r}; known: {list(SPREADS)}")
@@ -58,12 +64,13 @@ def check_spread(spread: str) -> None:
 
 class RANI(nnx.Module):
     def __init__(self, channels: int, form: str = "residual", *, spread: str = "floored",
-                 rngs: nnx.Rngs):
+                 noise: str = "normal", rngs: nnx.Rngs):
         if form not in FORMS:
             raise ValueError(f"unknown RANI form {form!r}; known: {sorted(FORMS)}")
         check_spread(spread)
+        rng.check_noise(noise)
         del rngs  # deterministic init; kept for a uniform constructor signature
-        self.form, self.spread = form, spread
+        self.form, self.spread, self.noise = form, spread, noise
         # Parameters giving scale 1 and shift 0 in either parametrization.
         scale0 = 1.0 if spread == "free" else math.log(math.expm1(1.0 - SCALE_FLOOR))
         self.scale = nnx.Param(jnp.full((channels,), scale0, jnp.float32))
@@ -78,7 +85,7 @@ class RANI(nnx.Module):
 
     def mask(self, shape, key: jax.Array) -> jax.Array:
         scale, shift = self.mask_parameters()
-        omega = rng.normal(key, shape, jnp.float32)
+        omega = rng.internal_normal(key, shape, self.noise)
         return jax.nn.sigmoid(scale * omega + shift)
 
     def mask_sd(self) -> jax.Array:
@@ -110,8 +117,8 @@ class RandomizedStream(nnx.Module):
     """Shared tail: optional RANI, whose factor multiplies the stream's bound."""
 
     def _init_rani(self, channels: int, rani: Optional[str], rngs: nnx.Rngs,
-                   spread: str = "floored"):
-        self.rani = RANI(channels, rani, spread=spread, rngs=rngs) if rani else None
+                   spread: str = "floored", noise: str = "normal"):
+        self.rani = RANI(channels, rani, spread=spread, noise=noise, rngs=rngs) if rani else None
 
     def _apply_rani(self, h, key):
         return h if self.rani is None else self.rani(h, key)

@@ -120,7 +120,7 @@ def random_channel_projection(key: jax.Array, in_channels: int, out_channels: in
 class RPFAN(RandomizedStream):
     def __init__(self, in_channels: int, out_channels: int, kernel_size: int, *,
                  input_hw: Sequence[int], stride: int = 1, rani: Optional[str] = "residual",
-                 rani_spread: str = "floored", form: str = "mixed",
+                 rani_spread: str = "floored", rani_noise: str = "normal", form: str = "mixed",
                  random_weight: float = DEFAULT_RANDOM_WEIGHT, conv: str = "snc",
                  rngs: nnx.Rngs):
         check_form(form)
@@ -135,7 +135,7 @@ class RPFAN(RandomizedStream):
             self.mix = OrthogonalMix(in_channels, in_channels, rngs=rngs)
             self.learned = make_conv(conv, in_channels, out_channels, kernel_size,
                                      input_hw=input_hw, stride=stride, rngs=rngs)
-        self._init_rani(out_channels, rani, rngs, rani_spread)
+        self._init_rani(out_channels, rani, rngs, rani_spread, rani_noise)
 
     def __call__(self, x: jax.Array, key: jax.Array) -> jax.Array:
         proj_key, rani_key = jax.random.split(key)

@@ -15,7 +15,7 @@ import jax
 from flax import nnx
 
 from hycas_jax.models.block import HyCASBlock
-from hycas_jax.models.rani import config_spread
+from hycas_jax.models.rani import config_noise, config_spread
 from hycas_jax.models.rpfan import config_form as rpfan_form
 from hycas_jax.models.rpfan import config_random_weight
 from hycas_jax.nn.conv import PlainConv, config_conv
@@ -53,6 +53,7 @@ def make_unit(kind: str, in_channels: int, out_channels: int, *, input_hw, strid
     return HyCASBlock(in_channels, out_channels, cfg.kernel_size, input_hw=input_hw,
                       stride=stride, streams=streams, rani=rani, dct_keep=cfg.dct_keep,
                       gate=cfg.get("gate", "learned"), rani_spread=config_spread(cfg),
+                      rani_noise=config_noise(cfg),
                       rpfan=rpfan_form(cfg), rpfan_random_weight=config_random_weight(cfg),
                       conv=config_conv(cfg), rngs=rngs)
 

@@ -24,7 +24,7 @@ from absl import logging
 from flax import nnx
 from tqdm.auto import tqdm
 
-from hycas_jax import data, models
+from hycas_jax import data, models, rng
 from hycas_jax.adapter import logits_fn_for
 from hycas_jax.attacks.pgd import pgd_unchecked
 from hycas_jax.config import data_kwargs
@@ -41,9 +41,9 @@ from hycas_jax.training.step import make_eval_fn, make_train_step
 LOCK_FILE = ".train.lock"
 
 
-def _keys(seed: int):
+def _keys(seed: int, impl: str = rng.DEFAULT_IMPL):
     """-> (model init key, training-step root key, logging-eval key)."""
-    return tuple(jax.random.split(jax.random.key(seed), 3))
+    return tuple(jax.random.split(rng.key(seed, impl), 3))
 
 
 def _dataset_info(config):
@@ -62,7 +62,7 @@ def initial_state(config, mesh=None):
     With a mesh, the state is replicated on it; every process builds the same
     state from the same seed.
     """
-    init_key, _, _ = _keys(config.training.seed)
+    init_key, _, _ = _keys(config.training.seed, rng.config_impl(config))
     model = models.build(config.model, key=init_key)
     graphdef, params, rest = split_model(model)
     tx = make_optimizer(config.training)
@@ -140,7 +140,7 @@ def evaluate(config, graphdef, state, *, split="test", max_examples=None, seed=0
     """
     mesh = mesh or distributed.make_mesh({distributed.DATA: 1}, jax.devices()[:1])
     correct_fn = make_eval_fn(logits_fn_for(graphdef), mesh)
-    key = jax.random.key(seed)
+    key = rng.key(seed, rng.config_impl(config))
     totals = {"clean": 0, "noisy": 0}
     count = 0
     for i, batch in enumerate(data.eval_batches(config.dataset.name, split,
@@ -162,6 +162,7 @@ def train(config, workdir: str, *, progress: bool = True) -> dict:
     models.validate(config.model)
     check_augmentation(config.training.get("augment", "none"))
     losses.check_loss(losses.config_loss(config.training))
+    rng.config_impl(config)
     files.path(workdir).mkdir(parents=True, exist_ok=True)
     with runlock.exclusive(os.path.join(workdir, LOCK_FILE), f"workdir {workdir}"):
         return _train(config, workdir, progress=progress)
@@ -174,7 +175,7 @@ def _train(config, workdir: str, *, progress: bool) -> dict:
     mesh = make_mesh(config)
     distributed.check_divisible(tcfg.batch_size, mesh, "training.batch_size")
     graphdef, state, tx = initial_state(config, mesh)
-    _, train_key, log_key = _keys(tcfg.seed)
+    _, train_key, log_key = _keys(tcfg.seed, rng.config_impl(config))
     ckpt = checkpointing.Checkpointer(workdir, max_to_keep=tcfg.keep_checkpoints)
     it = data.train_iterator(config.dataset.name, batch_size=tcfg.batch_size, seed=tcfg.seed,
                              **data_kwargs(config))
