@@ -34,7 +34,9 @@ def experiment(dataset: str = "mnist5k", *, kind: str = "hycas", rani: str = "pe
     d_backbone, d_shape, d_classes, d_mean, d_std = known or (None,) * 5
     channels = (image_shape or d_shape)[2]
     c = ml_collections.ConfigDict()
-    c.dataset = ml_collections.ConfigDict({"name": dataset, "data_dir": "", "kwargs": {}})
+    # holdout: training examples held out as the 'holdout' split (validation; 0: none).
+    c.dataset = ml_collections.ConfigDict({"name": dataset, "data_dir": "", "kwargs": {},
+                                           "holdout": 0})
 
     c.model = models.default_config(backbone or d_backbone)
     c.model.kind, c.model.rani = kind, ("off" if kind != "hycas" else rani)
@@ -174,4 +176,6 @@ def data_kwargs(config, *, data_dir=None) -> dict:
     kwargs["data_dir"] = data_dir or config.dataset.get("data_dir") or None
     kwargs["image_shape"] = tuple(config.model.image_shape)
     kwargs["num_classes"] = config.model.num_classes
+    if config.dataset.get("holdout", 0):
+        kwargs["holdout"] = int(config.dataset.holdout)
     return kwargs

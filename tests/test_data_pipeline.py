@@ -107,3 +107,30 @@ def test_bad_arguments_are_clear(npz):
 def test_process_defaults_come_from_jax(npz):
     batches = list(eval_batches(npz, batch_size=4))
     assert sum(b["mask"].sum() for b in batches) == N_TEST
+
+
+def test_holdout_is_a_validation_split_carved_from_the_training_data():
+    """dataset.holdout = k moves k fixed training examples into the 'holdout' split: the two
+    are disjoint, together are the train split, do not depend on the training seed, and
+    the test split is untouched."""
+    import numpy as np
+
+    from hycas_jax import data
+    full, info = data.get_source("digits8x8", "train")
+    kept, held_info = data.get_source("digits8x8", "train", holdout=100)
+    held, _ = data.get_source("digits8x8", "holdout", holdout=100)
+    assert len(held) == 100 and len(kept) == len(full) - 100 == held_info.num_train
+    a, b = data.holdout_indices(len(full), 100)
+    assert not set(a) & set(b) and sorted({*a, *b}) == list(range(len(full)))
+    np.testing.assert_array_equal(held[7]["image"], full[int(b[7])]["image"])
+    assert held[7]["label"] == full[int(b[7])]["label"]
+    assert len(data.get_source("digits8x8", "test", holdout=100)[0]) == info.num_test
+    # The training pipeline and evaluation read the same split definitions.
+    batches = list(data.eval_batches("digits8x8", "holdout", batch_size=64, holdout=100))
+    assert sum(int(x["mask"].sum()) for x in batches) == 100
+    it = data.train_iterator("digits8x8", batch_size=32, seed=1, holdout=100)
+    assert next(it)["image"].shape == (32, 8, 8, 1)
+    with pytest.raises(ValueError, match="needs dataset.holdout > 0"):
+        data.get_source("digits8x8", "holdout")
+    with pytest.raises(ValueError, match="holdout must be in"):
+        data.get_source("digits8x8", "train", holdout=len(full))

@@ -94,3 +94,46 @@ def test_smoke_study_report_regenerates_from_the_runs(tmp_path):
     study.run_study("smoke", root, methods=["hycas", "rs"], progress=False)
     assert {p: p.stat().st_mtime for p in root.rglob("*.tsv")} == before
     assert np.isfinite(study_report.mean_sd(values)[0])
+
+
+def test_each_claim_gets_one_sentence_in_plain_words():
+    words = study_report.plain_words
+    assert words(["supports"] * 3, [4.0, 6.0, 5.0]).startswith("Yes: HyCAS is ahead in all 3")
+    assert "by 5.0 points" in words(["supports"] * 3, [4.0, 6.0, 5.0])
+    assert words(["contradicts"] * 2, [-10.0, -20.0]) == (
+        "No: HyCAS is behind in all 2 comparisons, by 15.0 points on average.")
+    assert words(["supports", "contradicts", "inconclusive"], [3.0, -4.0, 0.5]).startswith(
+        "Mixed: HyCAS is ahead in 1, behind in 1 and within noise in 1 of 3")
+    assert words(["supports", "inconclusive"], [3.0, 1.0]).startswith("Partly")
+    assert words(["contradicts", "inconclusive"], [-3.0, 1.0]).startswith("No: HyCAS is behind in 1 of 2")
+    assert words(["inconclusive", "inconclusive (fewer than 2 seeds)"], [1.0, 3.0]) == (
+        "Undecided: all 2 comparisons are within noise (mean difference +2.0 points).")
+
+
+def test_the_lipschitz_comparison_sets_like_against_like():
+    """Each row compares one certificate with the same certificate (one classifier, failure
+    probability alpha), never the better of two."""
+    stat = {("hycas", 0.25): {"RS": 70.0, "margin": 10.0}, ("lipschitz", 0.25): {"RS": 50.0, "margin": 30.0},
+            ("hycas", 0.5): {"RS": 60.0, "margin": 10.0}, ("lipschitz", 0.5): {"RS": 40.0, "margin": 30.0}}
+    seen = []
+
+    def cert_stat(data, method, sigma, cert, field, index=None):
+        seen.append((method, sigma, cert))
+        return (stat[(method, sigma)][cert], 1.0, 3)
+
+    data = {"runs": {("hycas",): None, ("lipschitz",): None},
+            "meta": {"settings": {"certify": {"max_examples": 100}}}}
+    original = study_report.cert_stat, study_report._attack_settings
+    study_report.cert_stat, study_report._attack_settings = cert_stat, lambda data: (None, 0)
+    try:
+        rows = study_report._claims(data, (0.25, 0.5))
+    finally:
+        study_report.cert_stat, study_report._attack_settings = original
+    lip = [r for r in rows if "Lipschitz" in r[1]]
+    assert lip and all("better" not in r[1] for r in lip)
+    assert {("hycas", "lipschitz")} == {tuple(sorted({m for m, _, _ in seen}))}
+    margin = [r for r in lip if "margin certificate" in r[1]]
+    assert margin and all(r[4].startswith("contradicts") for r in margin)  # 10 vs 30
+    assert all("sigma" not in r[1] for r in margin)  # once, not per sigma
+    rs = [r for r in lip if "RS certificate" in r[1]]
+    assert rs and all(r[4].startswith("supports") for r in rs)

@@ -7,6 +7,7 @@ prepared TFDS sets and MedMNIST `.npz` files; `train_iterator` and
 """
 from hycas_jax.data.info import DatasetInfo
 from hycas_jax.data.pipeline import eval_batches, train_iterator
-from hycas_jax.data.sources import KNOWN, get_source
+from hycas_jax.data.sources import HOLDOUT, KNOWN, get_source, holdout_indices
 
-__all__ = ["DatasetInfo", "KNOWN", "eval_batches", "get_source", "train_iterator"]
+__all__ = ["DatasetInfo", "HOLDOUT", "KNOWN", "eval_batches", "get_source", "holdout_indices",
+           "train_iterator"]
