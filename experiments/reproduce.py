@@ -1,7 +1,8 @@
-"""The reproduction study: trains every method at one budget, evaluates all of
-them the same way, and writes RESULTS.md plus plots.
+"""The reproduction study: learning curves choose one budget every method trains for,
+the same small grid tunes each method on held-out training data, then every method is
+trained (3 seeds) and evaluated the same way; writes RESULTS.md plus plots.
 
-    python experiments/reproduce.py                      # MNIST-5k, 2 CPU cores, ~1 hour
+    python experiments/reproduce.py                      # MNIST-5k: many hours on 2 CPU cores
     python experiments/reproduce.py --profile digits     # 8x8 digits sanity run, minutes
     python experiments/reproduce.py --profile cifar10    # the paper's CIFAR-10 budget (GPU/TPU)
     python experiments/reproduce.py --report_only        # regenerate RESULTS.md from the runs
@@ -40,8 +41,10 @@ def main(argv):
                           str(Path.home() / ".cache" / "hycas_jax" / "jax_cache" / FLAGS.profile))
     os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "1.0")
     sys.path.insert(0, str(ROOT))
+    import curves
     import study
     import study_report
+    import tuning
 
     try:
         study.check_profile(FLAGS.profile)
@@ -51,8 +54,16 @@ def main(argv):
     workdir = Path(FLAGS.workdir or Path("runs") / "reproduce" / FLAGS.profile)
     results = Path(FLAGS.results or ROOT / "results" / FLAGS.profile)
     if not FLAGS.report_only:
+        # First the learning curves (on training data held out), which choose the budget
+        # every method then trains for; the largest budget tried if a curve never flattens.
+        profile = study.check_profile(FLAGS.profile)
+        budget = curves.choose_budget(curves.run_curves(profile, workdir, methods, isolate=True))
+        print(budget.sentence())
+        steps = budget.steps or max(curves.budgets(profile))
+        # Then the same grid for every method at that budget, chosen on the held-out data.
+        hyper = tuning.winners(tuning.run_tuning(profile, workdir, steps, methods, isolate=True))
         study.run_study(FLAGS.profile, workdir, methods=methods, isolate=True,
-                        seeds=FLAGS.seeds or None)
+                        seeds=FLAGS.seeds or None, steps=steps, hyper=hyper)
     command = "python " + " ".join(shlex.quote(a) for a in sys.argv)
     kwargs = {"reference": Path(FLAGS.reference)} if FLAGS.reference else {}
     path = study_report.write_report(workdir, results, command=command, **kwargs)

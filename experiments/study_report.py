@@ -429,6 +429,45 @@ def _plot_attacks(data, sigma, path: Path) -> None:
 
 # ----------------------------------------------------------------------------- the report
 
+def _curves_section(root, out: Path, profile: dict) -> list:
+    """The learning curves and the budget they chose (nothing when there are none)."""
+    import curves
+    found = curves.load_curves(root)
+    if not found:
+        return []
+    budget = curves.choose_budget(found)
+    curves.plot_curves(found, out / "learning_curves.png",
+                       f"{profile['dataset']}: learning curves (held-out training examples)")
+    held = profile["curves"]
+    return ["## Learning curves and the budget", "",
+            f"Each main method trained at {', '.join(str(b) for b in curves.budgets(profile))} "
+            f"steps (a run per budget, seed {held['seed']}, sigma {profile['sigmas'][0]:g}), "
+            f"scored on {held['holdout']} training examples held out of training (never the test "
+            f"images): accuracy of one pass, clean and noisy, and certified accuracy of "
+            f"{held['certify']['max_examples']} of them at n = {held['certify']['n']}.", "",
+            budget.sentence(), "", "![learning curves](learning_curves.png)", "",
+            "<details><summary>Every point</summary>", "", curves.curve_table(found), "",
+            "</details>", ""] + _tuning_section(root, profile)
+
+
+def _tuning_section(root, profile: dict) -> list:
+    """The grid, every point's held-out score and the winners (nothing when not run)."""
+    import tuning
+    found = tuning.load_tuning(root, steps=profile["steps"])
+    if not found:
+        return []
+    grid = profile["tuning"]
+    return ["## Tuning", "",
+            f"The same grid for every method at the shared budget ({profile['steps']} steps): "
+            f"learning rate {', '.join(format(v, 'g') for v in grid['learning_rates'])}, and for "
+            f"Lipschitz-type models (all but the plain CNN) logit temperature "
+            f"{', '.join(format(v, 'g') for v in grid['temperatures'])}. Each run is scored on the "
+            "held-out training examples (never the test images) by the mean of the metrics its "
+            "learning curve uses; the best is what the study below trains with.", "",
+            tuning.tuning_table(found), ""]
+
+
+
 def write_report(root, out_dir, *, reference: Path = REFERENCE, command: str = "") -> Path:
     """Writes RESULTS.md and the plots for the study in `root`; returns the md path."""
     data = collect(root)
@@ -451,8 +490,9 @@ def write_report(root, out_dir, *, reference: Path = REFERENCE, command: str = "
           f"run: {_total_seconds(data) / 60:.1f} min.",
           "- Every cell is mean ± sample sd over seeds, with the number of seeds in "
           "parentheses. Certified accuracy counts an image when the certificate's prediction "
-          "is correct and its radius is >= r.", "",
-          "## The budget every method shares", "",
+          "is correct and its radius is >= r.", ""]
+    md += _curves_section(root, out, profile)
+    md += ["## The budget every method shares", "",
           f"- Training: {profile['steps']} steps of batch {profile['batch_size']}, Adam, "
           f"learning rate {profile['learning_rate']:g} (cosine, {profile['warmup_steps']} "
           f"warmup steps), seeds {list(profile['seeds'])}. Noise-trained methods see "
@@ -466,8 +506,8 @@ def write_report(root, out_dir, *, reference: Path = REFERENCE, command: str = "
           + ", ".join(f"{_max_rs_radius(s, cert['n'], cert['alpha']):.2f} at sigma {s:g}"
                       for s in sigmas) + ". The margin certificate certifies argmax of "
           f"the expected clipped logits (no input noise) with radius margin / (sqrt 2 L), "
-          f"using {cert['margin_samples']} samples and a Hoeffding bound for stochastic "
-          "networks and one exact pass for deterministic ones. Each certificate holds "
+          f"using {cert['margin_samples']} samples and an empirical Bernstein bound for "
+          "stochastic networks and one exact pass for deterministic ones. Each certificate holds "
           "with probability >= 1 - alpha per image.",
           f"- Attacks (linf): {', '.join(att['attacks'])} at eps {list(att['eps'])}, "
           f"{att['n_iter']} iterations, EOT {att['eot_iter']} (1 on deterministic models), "

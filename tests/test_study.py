@@ -137,3 +137,86 @@ def test_the_lipschitz_comparison_sets_like_against_like():
     assert all("sigma" not in r[1] for r in margin)  # once, not per sigma
     rs = [r for r in lip if "RS certificate" in r[1]]
     assert rs and all(r[4].startswith("supports") for r in rs)
+
+
+def _points(method, values):
+    return [{"method": method, "steps": s, "clean": v, "noisy": v, "RS r=0.25": v, "RS r=0.5": v,
+             "margin r=0.25": v, "margin r=0.5": v, "timings": {}}
+            for s, v in zip((100, 200, 400, 800), values)]
+
+
+def test_the_shared_budget_is_where_every_curve_has_flattened():
+    import curves
+    flat_early = _points("rs", [80.0, 90.0, 90.5, 90.7])     # +0.5 from 200 to 400: plateau at 400
+    flat_late = _points("hycas", [50.0, 70.0, 85.0, 85.9])   # plateau at 800
+    assert curves.plateau(flat_early, ("clean",)) == 400
+    assert curves.plateau(flat_late, curves.CURVE_METRICS["hycas"]) == 800
+    budget = curves.choose_budget({"rs": flat_early, "hycas": flat_late})
+    assert budget.steps == 800 and budget.per_method == {"rs": 400, "hycas": 800}
+    assert budget.sentence().startswith("Shared budget: 800 steps")
+    # A curve still rising at the largest budget: no shared budget, and it is named.
+    rising = _points("at", [50.0, 60.0, 70.0, 80.0])
+    budget = curves.choose_budget({"rs": flat_early, "at": rising})
+    assert budget.steps is None and budget.per_method["at"] is None
+    assert "No shared budget: at still gained" in budget.sentence()
+    # One metric still rising keeps the method from its plateau.
+    mixed = _points("lipschitz", [80.0, 90.0, 90.5, 90.6])
+    for p, v in zip(mixed, (10.0, 20.0, 30.0, 30.2)):
+        p["margin r=0.5"] = v
+    assert curves.plateau(mixed, curves.CURVE_METRICS["lipschitz"]) == 800
+
+
+def test_curve_points_train_the_studys_model_at_each_budget_on_the_kept_data():
+    import curves
+    profile = study.PROFILES["mnist"]
+    a = curves.curve_config(profile, "hycas-budgeted", 400)
+    b = curves.curve_config(profile, "hycas-budgeted", 1600)
+    assert (a.training.num_steps, b.training.num_steps) == (400, 1600)
+    assert a.dataset.holdout == b.dataset.holdout == profile["curves"]["holdout"] > 0
+    assert a.model.to_dict() == b.model.to_dict()  # the same model at every budget
+    assert a.model.conv == "aol" and a.model.rani == "final" and a.certify.margin_clip == "calibrated"
+    assert a.training.sigma == profile["sigmas"][0]
+    lip = curves.curve_config(profile, "lipschitz", 400)
+    assert lip.training.sigma == 0.0 and lip.training.loss == "lipschitz_margin"
+    assert set(curves.curve_methods(study.MAIN)) == set(curves.CURVE_METRICS)
+
+
+@pytest.mark.slow  # trains 2 tiny models at 2 budgets and certifies them on held-out digits
+def test_smoke_curves_score_every_point_on_the_holdout_split(tmp_path):
+    import curves
+    profile = study.PROFILES["smoke"]
+    out = curves.run_curves(profile, tmp_path, ["rs", "lipschitz"], progress=False)
+    assert [p["steps"] for p in out["rs"]] == list(curves.budgets(profile))
+    for points in out.values():
+        for p in points:
+            assert p["images"] == profile["curves"]["certify"]["max_examples"]
+            assert 0 <= p["clean"] <= 100 and 0 <= p["RS r=0.5"] <= p["RS r=0.25"] <= 100
+    summary = json.loads((curves.point_dir(tmp_path, "rs", 2) / "certify_sigma0.25_summary.json").read_text())
+    assert summary["settings"]["split"] == "holdout"
+    assert curves.load_curves(tmp_path, ["rs", "lipschitz"]) == out
+    curves.plot_curves(out, tmp_path / "curves.png")
+    assert (tmp_path / "curves.png").read_bytes()[:4] == b"\x89PNG"
+    assert "| RS baseline" in curves.curve_table(out)
+
+
+def test_every_method_is_tuned_on_the_same_grid_and_the_best_held_out_score_wins():
+    import tuning
+    profile = study.PROFILES["mnist"]
+    lrs, temps = profile["tuning"]["learning_rates"], profile["tuning"]["temperatures"]
+    assert len(tuning.grid(profile, "rs")) == len(lrs)  # a plain CNN has no temperature
+    assert len(tuning.grid(profile, "hycas")) == len(tuning.grid(profile, "lipschitz")) == len(lrs) * len(temps)
+    assert {h["learning_rate"] for h in tuning.grid(profile, "at")} == set(lrs)
+    c = tuning.apply(study.method_config(profile, study.jobs(profile, ["hycas"])[0]),
+                     {"learning_rate": 1e-3, "logit_temperature": 4.0})
+    assert (c.training.learning_rate, c.training.logit_temperature) == (1e-3, 4.0)
+    points = [dict(_points("rs", [v])[0], hyper={"learning_rate": lr})
+              for lr, v in ((1e-3, 80.0), (3e-3, 90.0))]
+    assert tuning.winners({"rs": points}) == {"rs": {"learning_rate": 3e-3}}
+    table = tuning.tuning_table({"rs": points})
+    assert "| RS baseline (plain CNN, noise training) | 0.003 | - | 90.0 | 90.0 | yes |" in table
+    # The study trains each method with its winner.
+    tuned = dict(profile, hyper={"hycas": {"learning_rate": 1e-3, "logit_temperature": 4.0}})
+    job = study.jobs(tuned, ["hycas", "rs"])
+    cfg = {j.method: study.method_config(tuned, j) for j in job}
+    assert cfg["hycas"].training.learning_rate == 1e-3 and cfg["hycas"].training.logit_temperature == 4.0
+    assert cfg["rs"].training.learning_rate == profile["learning_rate"]

@@ -45,9 +45,9 @@ from hycas_jax.runtime import distributed, records, runlock
 # Settings that change a row's numbers: a log may only be resumed when they match.
 _RESULT_SETTINGS = ("step", "dataset", "sigma", "n0", "n", "alpha", "skip", "margin",
                     "margin_samples", "logit_bound", "margin_bound", "margin_clip", "seed",
-                    "lowpass_form", "margin_precision", "prng_impl")
+                    "lowpass_form", "margin_precision", "prng_impl", "split")
 # What a log's summary from before a setting existed was made with.
-_BEFORE = {"prng_impl": rng.DEFAULT_IMPL}
+_BEFORE = {"prng_impl": rng.DEFAULT_IMPL, "split": "test"}
 
 
 def certify_paths(out_dir, sigma: float) -> dict[str, Path]:
@@ -74,11 +74,11 @@ def planned_indices(num_examples: int, skip: int, max_examples: int | None) -> n
     return np.arange(0, num_examples, skip)[:max_examples]
 
 
-def _images(config, planned: np.ndarray, todo: set[int]):
+def _images(config, planned: np.ndarray, todo: set[int], split: str = "test"):
     """Yields (idx, image float32 (1, H, W, C), label) for the planned indices in `todo`."""
     if not todo:  # a finished log: no need to read the data
         return
-    batches = data.eval_batches(config.dataset.name, "test", batch_size=64, skip=0,
+    batches = data.eval_batches(config.dataset.name, split, batch_size=64, skip=0,
                                 max_examples=int(planned[-1]) + 1, process_index=0,
                                 process_count=1, **data_kwargs(config))
     for batch in batches:
@@ -103,8 +103,11 @@ def _calibrated_clip(config, logits_fn, params, settings: CertifySettings) -> fl
 
 def certify_workdir(workdir, settings: Optional[CertifySettings] = None, *,
                     step: Optional[int] = None, out_dir=None, data_dir: Optional[str] = None,
-                    progress: bool = True) -> dict:
+                    progress: bool = True, split: str = "test") -> dict:
     """Certifies the test split for the checkpoint in `workdir` (module docstring).
+
+    split: another split of the data set instead, e.g. 'holdout' (the validation examples
+    a run configured with `dataset.holdout` kept out of training), for model selection.
 
     settings: None takes the workdir config's (`CertifySettings.from_config`). step:
     None is the latest checkpoint. data_dir: where the data lives on this machine
@@ -143,15 +146,16 @@ def certify_workdir(workdir, settings: Optional[CertifySettings] = None, *,
                 "margin_precision": margin.MARGIN_PRECISION if settings.margin else None,
                 "margin_bound": settings.margin_bound if settings.margin else None,
                 "margin_clip": settings.margin_clip if settings.margin else None,
-                "dataset": config.dataset.name, "lipschitz": certifier.lipschitz}
-    source, _ = data.get_source(config.dataset.name, "test", **data_kwargs(config))
+                "dataset": config.dataset.name, "lipschitz": certifier.lipschitz,
+                "split": split}
+    source, _ = data.get_source(config.dataset.name, split, **data_kwargs(config))
     planned = planned_indices(len(source), settings.skip, settings.max_examples)
     paths = certify_paths(out_dir or workdir, settings.sigma)
     _check_resumable(paths, recorded)
     lock = paths["log"].parent / f".{paths['log'].name}.lock"
     with runlock.exclusive(str(lock), f"certification log {paths['log']}"):
         log, todo = _open_log(paths, recorded, planned, certifier.columns)
-        _run(log, certifier, _images(config, planned, todo), total=len(planned),
+        _run(log, certifier, _images(config, planned, todo, split), total=len(planned),
              done=len(planned) - len(todo), progress=progress)
         return _summarize(paths, certifier, recorded, planned, workdir) if log else None
 

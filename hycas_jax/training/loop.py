@@ -233,6 +233,23 @@ def _lipschitz_for_loss(graphdef, state, tcfg) -> np.float32:
     return np.float32(_model_metrics(graphdef, state)["lipschitz_bound"])
 
 
+def evaluate_workdir(workdir: str, *, split: str = "test", step: Optional[int] = None,
+                     max_examples: Optional[int] = None, seed: int = 0) -> dict:
+    """`evaluate` of a trained workdir's checkpoint (default: the latest) on `split`, e.g.
+    'holdout' for a run configured with `dataset.holdout`. Returns
+    {'<split>_clean_accuracy', '<split>_noisy_accuracy', 'step'}."""
+    config = checkpointing.restore_config(workdir)
+    graphdef, state, _ = initial_state(config)
+    ckpt = checkpointing.Checkpointer(workdir, create=False)
+    try:
+        state, _ = ckpt.restore(state, step)
+    finally:
+        ckpt.close()
+    out = evaluate(config, graphdef, state, split=split, max_examples=max_examples, seed=seed)
+    return {**{k.replace("test_", f"{split}_", 1): v for k, v in out.items()},
+            "step": int(state["step"])}
+
+
 def restore_model(workdir: str, step: Optional[int] = None, mesh=None):
     """Loads a trained model from a workdir written by `train`.
 

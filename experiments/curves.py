@@ -1,0 +1,226 @@
+"""Learning curves: how many training steps each method needs before more stop helping.
+
+Every main method is trained at doubling step budgets (one seed, the profile's first
+sigma; each budget its own run, with the learning-rate schedule of that budget, so a
+point is "the method trained for that many steps"). Each run keeps
+`dataset.holdout` training examples out of training and is scored on them, never on
+the test images: clean and noisy accuracy of one pass, and the certified accuracy at
+r = 0.25 and 0.5 of randomized smoothing and of the margin certificate.
+
+A method has *plateaued* at budget s when every one of its metrics (`CURVE_METRICS`)
+gained less than `tolerance` points from s / 2 to s. The study's shared budget is the
+smallest budget at which every method has plateaued (`choose_budget`); a method that
+never plateaus within the budgets tried is named, with its own last budget.
+
+    python experiments/curves.py mnist runs/reproduce/mnist     # reproduce.py runs it first
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from pathlib import Path
+from typing import Iterable, Optional
+
+import study
+
+RADII = (0.25, 0.5)
+# The metrics whose plateau sets each method's budget: its accuracy and the certificate it
+# is meant for (noise-trained: randomized smoothing; deterministic Lipschitz: the margin
+# certificate; adversarial training: accuracy with and without input noise).
+CURVE_METRICS = {
+    "hycas": ("clean", "RS r=0.25", "RS r=0.5"),
+    "hycas-budgeted": ("clean", "RS r=0.25", "RS r=0.5"),
+    "rs": ("clean", "RS r=0.25", "RS r=0.5"),
+    "lipschitz": ("clean", "margin r=0.25", "margin r=0.5"),
+    "at": ("clean", "noisy"),
+}
+
+
+def budgets(profile: dict) -> tuple:
+    return tuple(profile["curves"]["budgets"])
+
+
+def curve_config(profile: dict, method: str, steps: int):
+    """The training config of one curve point: the study's config of the method (first
+    sigma, the curve seed) trained for `steps`, with the validation split held out."""
+    c_ = profile["curves"]
+    m = study.METHODS[method]
+    sigma = profile["sigmas"][0] if m.noise else 0.0
+    job = study.Job(method, c_["seed"], sigma, (profile["sigmas"][0],), attack=False)
+    c = study.method_config(profile, job)
+    c.training.num_steps = int(steps)
+    c.training.warmup_steps = min(c.training.warmup_steps, max(int(steps) // 10, 1))
+    c.training.checkpoint_every = int(steps)
+    c.training.log_every = max(min(50, int(steps)), 1)
+    c.dataset.holdout = int(c_["holdout"])
+    c.certify.update(c_["certify"])
+    return c
+
+
+def point_dir(root: Path, method: str, steps: int) -> Path:
+    return Path(root) / "curves" / method / f"steps{int(steps)}"
+
+
+def train_and_score(config, wd: Path, sigma: float, **info) -> dict:
+    """Trains `config` in `wd` and scores it on the held-out split (each stage skipped when
+    done); the scores, with `info`, are kept in `point.json` beside the run."""
+    from hycas_jax import training
+    from hycas_jax.evaluation import CertifySettings, certify_paths, certify_workdir
+    from hycas_jax.reporting import certify_report
+
+    path = Path(wd) / "point.json"
+    if path.exists():
+        return json.loads(path.read_text())
+    timings = {}
+    start = time.perf_counter()
+    if not (Path(wd) / "final_metrics.json").exists():
+        training.train(config, str(wd), progress=False)
+    timings["train_s"] = time.perf_counter() - start
+    start = time.perf_counter()
+    acc = training.evaluate_workdir(str(wd), split="holdout")
+    certify_workdir(wd, CertifySettings.of_workdir(wd, sigma=sigma, margin=True),
+                    split="holdout", progress=False)
+    timings["evaluate_s"] = time.perf_counter() - start
+    rows = certify_report.read_log(certify_paths(wd, sigma)["log"])
+    point = {**info, "steps": int(config.training.num_steps), "sigma": sigma,
+             "clean": 100 * acc["holdout_clean_accuracy"],
+             "noisy": 100 * acc["holdout_noisy_accuracy"], "images": int(len(rows["idx"])),
+             "timings": timings}
+    for name, pred, radius in (("RS", rows["predict"], rows["radius"]),
+                               ("margin", rows["margin_predict"], rows["margin_radius"])):
+        values = certify_report.certified_accuracy(pred, rows["label"], radius, RADII)
+        point.update({f"{name} r={r:g}": 100 * float(v) for r, v in zip(RADII, values)})
+    path.write_text(json.dumps(point, indent=2))
+    return point
+
+
+def run_point(profile: dict, method: str, steps: int, root: Path) -> dict:
+    """Trains and scores one curve point (`train_and_score`)."""
+    return train_and_score(curve_config(profile, method, steps), point_dir(root, method, steps),
+                           profile["sigmas"][0], method=method)
+
+
+def curve_methods(methods: Iterable[str]) -> tuple:
+    return tuple(m for m in study.check_methods(methods) if m in CURVE_METRICS)
+
+
+def run_curves(profile: dict, root, methods: Iterable[str] = study.MAIN, *,
+               progress: bool = True, isolate: bool = False) -> dict:
+    """Every (method, budget) point, smallest budgets first (so an interrupted run already
+    has the start of every curve). -> {method: [points by budget]}. isolate: each point
+    in a fresh Python process (see `study.run_study`)."""
+    import subprocess
+    import sys
+
+    from tqdm import tqdm
+    todo = [(m, s) for s in budgets(profile) for m in curve_methods(methods)]
+    with tqdm(todo, desc="curves", unit="run", disable=not progress, dynamic_ncols=True) as bar:
+        for method, steps in bar:
+            bar.set_postfix(method=method, steps=steps)
+            if isolate and not (point_dir(root, method, steps) / "point.json").exists():
+                subprocess.run([sys.executable, str(Path(__file__).resolve()), json.dumps(profile),
+                                str(root), method, str(steps)], check=True)
+            else:
+                run_point(profile, method, steps, Path(root))
+    return load_curves(root, methods)
+
+
+def load_curves(root, methods: Iterable[str] = study.MAIN) -> dict:
+    """The finished points under `root` (none is computed)."""
+    out = {}
+    for m in curve_methods(methods):
+        points = [json.loads(p.read_text()) for p in (Path(root) / "curves" / m).glob("steps*/point.json")]
+        if points:
+            out[m] = sorted(points, key=lambda p: p["steps"])
+    return out
+
+
+def plateau(points: list, metrics: Iterable[str], tolerance: float = 1.0) -> Optional[int]:
+    """The smallest budget s whose every metric gained less than `tolerance` points over the
+    doubling before it (from the previous budget to s); None when no budget did."""
+    for prev, cur in zip(points, points[1:]):
+        if all(cur[k] - prev[k] < tolerance for k in metrics):
+            return cur["steps"]
+    return None
+
+
+@dataclasses.dataclass(frozen=True)
+class Budget:
+    steps: Optional[int]           # the shared budget (None: some method never plateaued)
+    per_method: dict               # method -> its own plateau budget (None: not reached)
+    tolerance: float
+
+    def sentence(self) -> str:
+        """The budget and its justification, in words."""
+        own = ", ".join(f"{m} {'not within ' + 'the budgets tried' if s is None else s}"
+                        for m, s in self.per_method.items())
+        if self.steps is None:
+            late = [m for m, s in self.per_method.items() if s is None]
+            return (f"No shared budget: {', '.join(late)} still gained {self.tolerance:g} point or "
+                    f"more at the largest budget tried. Each method's plateau: {own}.")
+        return (f"Shared budget: {self.steps} steps, the smallest at which every method gained "
+                f"less than {self.tolerance:g} point over the last doubling on each of its "
+                f"metrics. Each method's plateau: {own}.")
+
+
+def choose_budget(curves: dict, tolerance: float = 1.0) -> Budget:
+    per = {m: plateau(points, CURVE_METRICS[m], tolerance) for m, points in curves.items()}
+    steps = None if not per or any(s is None for s in per.values()) else max(per.values())
+    return Budget(steps, per, tolerance)
+
+
+def plot_curves(curves: dict, path: Path, title: str = "") -> None:
+    """One panel per metric, one line per method, steps on a log axis."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    metrics = ("clean", "noisy", "RS r=0.25", "RS r=0.5", "margin r=0.25", "margin r=0.5")
+    fig, axes = plt.subplots(2, 3, figsize=(13, 7), sharex=True)
+    for ax, metric in zip(axes.ravel(), metrics):
+        for method, points in curves.items():
+            steps = [p["steps"] for p in points]
+            ax.plot(steps, [p[metric] for p in points], marker="o", label=study.METHODS[method].label)
+        ax.set_xscale("log", base=2)
+        ax.set_title(f"{metric} (%)")
+        ax.grid(alpha=0.3)
+    for ax in axes[-1]:
+        ax.set_xlabel("training steps")
+    axes[0][0].legend(fontsize=7)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def curve_table(curves: dict) -> str:
+    """Markdown: every point's metrics."""
+    cols = ("clean", "noisy", "RS r=0.25", "RS r=0.5", "margin r=0.25", "margin r=0.5")
+    lines = ["| method | steps | " + " | ".join(cols) + " | train s |",
+             "|---|---:|" + "---:|" * len(cols) + "---:|"]
+    for method, points in curves.items():
+        for p in points:
+            lines.append(f"| {study.METHODS[method].label} | {p['steps']} | "
+                         + " | ".join(f"{p[c]:.1f}" for c in cols)
+                         + f" | {p['timings'].get('train_s', float('nan')):.0f} |")
+    return "\n".join(lines)
+
+
+def _main(argv) -> None:
+    """`curves.py PROFILE ROOT`: every point; `curves.py PROFILE_JSON ROOT METHOD STEPS`: one."""
+    from absl import logging
+    logging.set_verbosity(logging.WARNING)
+    if len(argv) == 5:
+        profile = json.loads(argv[1])
+        for name in ("seeds", "sigmas"):
+            profile[name] = tuple(profile[name])
+        run_point(profile, argv[3], int(argv[4]), Path(argv[2]))
+        return
+    curves = run_curves(study.check_profile(argv[1]), Path(argv[2]), isolate=True)
+    print(choose_budget(curves).sentence())
+
+
+if __name__ == "__main__":
+    import sys
+    _main(sys.argv)
