@@ -364,6 +364,26 @@ def _total_seconds(data) -> float:
                for v in t.values())
 
 
+def stage_times(data) -> str:
+    """Markdown: minutes per run of each stage (training, each certification, the attacks),
+    mean over the runs of each (method, training sigma) that recorded it."""
+    stages = sorted({k for runs in data["runs"].values() for r in runs for t in r["timings"]
+                     for k in t}, key=lambda k: (not k.startswith("train"), k))
+    if not stages:
+        return "No stage recorded a time."
+    names = {k: k.removesuffix("_s").replace("_", " ") for k in stages}
+    lines = ["| method | training sigma | runs | " + " | ".join(names[k] for k in stages) + " |",
+             "|---|---:|---:|" + "---:|" * len(stages)]
+    for (method, sigma), runs in sorted(data["runs"].items()):
+        cells = []
+        for k in stages:
+            values = [t[k] for r in runs for t in r["timings"] if k in t]
+            cells.append(f"{np.mean(values) / 60:.1f}" if values else "-")
+        lines.append(f"| {study.METHODS[method].label} | {sigma:g} | {len(runs)} | "
+                     + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 # ----------------------------------------------------------------------------- plots
 
 def _figure(**kwargs):
@@ -541,6 +561,10 @@ def write_report(root, out_dir, *, reference: Path = REFERENCE, command: str = "
            "| claim | comparison | HyCAS | baseline | verdict |", "|---|---|---|---|---|"]
     md += [f"| {c} | {w} | {a} | {b} | {v} |" for c, w, a, b, v, _ in claims]
     md += ["", "</details>", ""]
+    md += ["## Compute time per stage (minutes per run)", "",
+           f"On the machine named at the top; {_total_seconds(data) / 3600:.2f} h in all. A "
+           "stage that a resumed run finished in several invocations counts each part.", "",
+           stage_times(data), ""]
     md += ["## Next to the paper and the original RS logs", ""]
     paper = paper_table(reference / "hycas_paper_table.txt")
     if paper:

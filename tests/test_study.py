@@ -220,3 +220,11 @@ def test_every_method_is_tuned_on_the_same_grid_and_the_best_held_out_score_wins
     cfg = {j.method: study.method_config(tuned, j) for j in job}
     assert cfg["hycas"].training.learning_rate == 1e-3 and cfg["hycas"].training.logit_temperature == 4.0
     assert cfg["rs"].training.learning_rate == profile["learning_rate"]
+
+
+def test_compute_time_is_reported_per_stage():
+    data = {"runs": {("rs", 0.25): [{"timings": [{"train_s": 120.0, "certify_sigma0.25_s": 60.0}]},
+                                     {"timings": [{"train_s": 240.0}, {"attack_s": 30.0}]}]}}
+    table = study_report.stage_times(data)
+    assert "| method | training sigma | runs | train | attack | certify sigma0.25 |" in table
+    assert "| RS baseline (plain CNN, noise training) | 0.25 | 2 | 3.0 | 0.5 | 1.0 |" in table
