@@ -76,8 +76,8 @@ def recorded_draws(draws: list):
 def draw_shapes(logits_fn, params, image) -> list:
     """(shape, form) of every random draw one noisy forward pass of `image` makes: the
     input noise first (exact normals), then each draw of the model in its form."""
-    with recorded_draws([]) as draws:
-        jax.eval_shape(logits_fn, params, image, jax.random.key(0))
+    with recorded_draws([]) as draws:  # a fresh function: a cached trace would record nothing
+        jax.eval_shape(lambda p, x, k: logits_fn(p, x, k), params, image, jax.random.key(0))
     return [(image.shape, "normal")] + draws
 
 

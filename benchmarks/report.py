@@ -244,9 +244,12 @@ def markdown(results: dict) -> str:
         ("forward s", "forward_s", ".3g"), ("normals only s", "normals_s", ".3g"),
         ("RNG share", "rng_share_of_forward", ".2f"), ("ns/normal", "ns_per_normal", ".2g"),
         ("ns/normal, jax.random.normal", "jax_random_ns_per_normal", ".2g")])
-    out += ["The model draws with `hycas_jax.rng.normal`: the same numbers as `jax.random.normal`, "
-            "bit for bit, with the Threefry rounds unrolled so that XLA fuses them (JAX lowers them "
-            "as a rolled loop on CPU; on a GPU it has a fused kernel of its own).", ""]
+    out += ["Random values per sample: the input noise's exact normals, drawn with "
+            "`hycas_jax.rng.normal` (the same numbers as `jax.random.normal`, bit for bit, with the "
+            "Threefry rounds unrolled so that XLA fuses them; JAX lowers them as a rolled loop on "
+            "CPU), and RANI's omega in the model's form (`quantile16`: two values per 32-bit word). "
+            "'normals only' writes them out with no model; the last column draws the exact normals "
+            "with `jax.random.normal` itself.", ""]
     if mem and mem.get("note"):
         out += [f"Memory note: {mem['note']}.", ""]
     if results.get("freeze"):
