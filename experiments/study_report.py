@@ -514,7 +514,9 @@ def write_report(root, out_dir, *, reference: Path = REFERENCE, command: str = "
     md += _curves_section(root, out, profile)
     md += ["## The budget every method shares", "",
           f"- Training: {profile['steps']} steps of batch {profile['batch_size']}, Adam, "
-          f"learning rate {profile['learning_rate']:g} (cosine, {profile['warmup_steps']} "
+          + ("each method's tuned learning rate (and temperature; the tuning table above)"
+             if profile.get("hyper") else f"learning rate {profile['learning_rate']:g}")
+          + f" (cosine, {profile['warmup_steps']} "
           f"warmup steps), seeds {list(profile['seeds'])}. Noise-trained methods see "
           "Gaussian input noise at their sigma; PGD-AT trains on linf PGD "
           f"(eps {profile['adversarial']['eps']:g}, {profile['adversarial']['steps']} steps, "
