@@ -18,9 +18,9 @@ non-partitionable Threefry mode, a non-float32 dtype, more than 2**32
 elements) the call is simply forwarded to `jax.random.normal`.
 
 `quantile16` is the cheap draw for noise whose exact distribution no certificate
-relies on (RANI's omega; never the input noise): four values per Threefry block
-(both 32-bit output words, each split into two 16-bit halves) instead of one, and
-a short polynomial instead of the inverse error function. Each value is the
+relies on (RANI's omega; never the input noise): two values per 32-bit random
+word (its 16-bit halves) instead of one, and a short polynomial instead of the
+inverse error function. Each value is the
 standard normal quantile of a 16-bit uniform's midpoint, to within the
 polynomial's error: its distribution is within 1e-5 of N(0, 1) in Kolmogorov
 distance (7.6e-6 of it is the 16-bit grid), checked exhaustively over all 65,536
@@ -108,10 +108,10 @@ NOISES = ("normal", "quantile16")
 # fits reweighted toward the smallest largest error (log2 on [1, 2); R on the normal
 # CDF at the result, over all 32,768 x, evaluated in float32 as below).
 QUANTILE16_LOG2 = (1.4419656991958618, -0.7096642851829529, 0.41760125756263733,
-         -0.19627733528614044, 0.04638899862766266)
+                   -0.19627733528614044, 0.04638899862766266)
 QUANTILE16_R = (1.253213882446289, 0.0015289266593754292, 0.21917511522769928,
-      0.021904170513153076, -0.024346135556697845, 0.027262093499302864,
-      -0.014056500978767872, 0.0030127849895507097, -0.00023110455367714167)
+                0.021904170513153076, -0.024346135556697845, 0.027262093499302864,
+                -0.014056500978767872, 0.0030127849895507097, -0.00023110455367714167)
 
 
 def check_noise(noise: str) -> None:
