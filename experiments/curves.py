@@ -212,10 +212,7 @@ def _main(argv) -> None:
     from absl import logging
     logging.set_verbosity(logging.WARNING)
     if len(argv) == 5:
-        profile = json.loads(argv[1])
-        for name in ("seeds", "sigmas"):
-            profile[name] = tuple(profile[name])
-        run_point(profile, argv[3], int(argv[4]), Path(argv[2]))
+        run_point(study.profile_from_json(argv[1]), argv[3], int(argv[4]), Path(argv[2]))
         return
     curves = run_curves(study.check_profile(argv[1]), Path(argv[2]), isolate=True)
     print(choose_budget(curves).sentence())

@@ -324,13 +324,19 @@ def run_study(profile_name: str, root, *, methods: Iterable[str] = tuple(METHODS
                 run_job(profile, job, root, progress=False)
 
 
+def profile_from_json(text: str) -> dict:
+    """A profile passed to a job's own process as JSON, with its tuples back."""
+    profile = json.loads(text)
+    for name in ("seeds", "sigmas"):
+        profile[name] = tuple(profile[name])
+    return profile
+
+
 def _main(argv) -> None:
     """`python experiments/study.py PROFILE_JSON ROOT JOB_JSON`: one job."""
     from absl import logging
     logging.set_verbosity(logging.WARNING)
-    profile, root, job = json.loads(argv[1]), Path(argv[2]), json.loads(argv[3])
-    for name in ("seeds", "sigmas"):
-        profile[name] = tuple(profile[name])
+    profile, root, job = profile_from_json(argv[1]), Path(argv[2]), json.loads(argv[3])
     job["certify_sigmas"] = tuple(job["certify_sigmas"])
     run_job(profile, Job(**job), root, progress=False)
 

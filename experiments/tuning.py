@@ -109,10 +109,8 @@ def _main(argv) -> None:
     from absl import logging
     logging.set_verbosity(logging.WARNING)
     if len(argv) == 6:
-        profile = json.loads(argv[1])
-        for name in ("seeds", "sigmas"):
-            profile[name] = tuple(profile[name])
-        run_point(profile, argv[3], int(argv[4]), json.loads(argv[5]), argv[2])
+        run_point(study.profile_from_json(argv[1]), argv[3], int(argv[4]), json.loads(argv[5]),
+                  argv[2])
         return
     results = run_tuning(study.check_profile(argv[1]), Path(argv[2]), int(argv[3]), isolate=True)
     print(json.dumps(winners(results), indent=2))
