@@ -86,26 +86,32 @@ def fastest_quantile16(device=None, size: int = 1 << 20, repeats: int = 5):
     """torch's fastest way to draw RANI's 'quantile16' omega on `device`: its own
     16-bit map (`quantile16_omega`) or plain `torch.randn` (exact normals, within the
     map's 1e-5 Kolmogorov distance of the same law); timed once per device, returns
-    (name, function)."""
+    (name, function). The timing leaves torch's random state as it found it, so a seeded
+    forward pass draws the same values whether or not it is the first."""
     device = torch.device(device or "cpu")
     if device not in _FASTEST:
         like = torch.empty(size, device=device)
         times = {}
-        for name, draw in (("randn", randn_omega), ("quantile16", quantile16_omega)):
-            draw(like)
-            best = math.inf
-            for _ in range(repeats):
-                if device.type == "cuda":
-                    torch.cuda.synchronize()
-                start = time.perf_counter()
-                draw(like)
-                if device.type == "cuda":
-                    torch.cuda.synchronize()
-                best = min(best, time.perf_counter() - start)
-            times[name] = best
+        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+            for name, draw in (("randn", randn_omega), ("quantile16", quantile16_omega)):
+                times[name] = _best_time(draw, like, device, repeats)
         name = min(times, key=times.get)
         _FASTEST[device] = (name, randn_omega if name == "randn" else quantile16_omega)
     return _FASTEST[device]
+
+
+def _best_time(draw, like, device, repeats: int) -> float:
+    draw(like)
+    best = math.inf
+    for _ in range(repeats):
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        start = time.perf_counter()
+        draw(like)
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        best = min(best, time.perf_counter() - start)
+    return best
 
 
 class TorchNoise:

@@ -8,9 +8,10 @@ the test images: clean and noisy accuracy of one pass, and the certified accurac
 r = 0.25 and 0.5 of randomized smoothing and of the margin certificate.
 
 A method has *plateaued* at budget s when every one of its metrics (`CURVE_METRICS`)
-gained less than `tolerance` points from s / 2 to s. The study's shared budget is the
-smallest budget at which every method has plateaued (`choose_budget`); a method that
-never plateaus within the budgets tried is named, with its own last budget.
+gained less than `tolerance` points from s / 2 to s; its curve stops there. The study's
+shared budget is the smallest budget at which every method has plateaued
+(`choose_budget`); a method that never plateaus within the budgets tried is named, with
+its own last budget.
 
     python experiments/curves.py mnist runs/reproduce/mnist     # reproduce.py runs it first
 """
@@ -107,22 +108,33 @@ def curve_methods(methods: Iterable[str]) -> tuple:
 
 def run_curves(profile: dict, root, methods: Iterable[str] = study.MAIN, *,
                progress: bool = True, isolate: bool = False) -> dict:
-    """Every (method, budget) point, smallest budgets first (so an interrupted run already
-    has the start of every curve). -> {method: [points by budget]}. isolate: each point
-    in a fresh Python process (see `study.run_study`)."""
+    """The (method, budget) points, smallest budgets first (so an interrupted run already
+    has the start of every curve); a method stops at the budget where its curve has
+    plateaued (`plateau`): larger budgets could not change the budget chosen, only cost.
+    -> {method: [points by budget]}. isolate: each point in a fresh Python process (see
+    `study.run_study`)."""
     import subprocess
     import sys
 
     from tqdm import tqdm
-    todo = [(m, s) for s in budgets(profile) for m in curve_methods(methods)]
-    with tqdm(todo, desc="curves", unit="run", disable=not progress, dynamic_ncols=True) as bar:
-        for method, steps in bar:
-            bar.set_postfix(method=method, steps=steps)
-            if isolate and not (point_dir(root, method, steps) / "point.json").exists():
-                subprocess.run([sys.executable, str(Path(__file__).resolve()), json.dumps(profile),
-                                str(root), method, str(steps)], check=True)
-            else:
-                run_point(profile, method, steps, Path(root))
+    methods = curve_methods(methods)
+    with tqdm(total=len(budgets(profile)) * len(methods), desc="curves", unit="run",
+              disable=not progress, dynamic_ncols=True) as bar:
+        for steps in budgets(profile):
+            done = load_curves(root, methods)
+            for method in methods:
+                bar.set_postfix(method=method, steps=steps)
+                if plateau(done.get(method, []), CURVE_METRICS[method]) is not None:
+                    pass  # flat already: no larger budget for this method
+                elif (point_dir(root, method, steps) / "point.json").exists():
+                    pass  # scored before
+                elif isolate:
+                    subprocess.run([sys.executable, str(Path(__file__).resolve()),
+                                    json.dumps(profile), str(root), method, str(steps)],
+                                   check=True)
+                else:
+                    run_point(profile, method, steps, Path(root))
+                bar.update()
     return load_curves(root, methods)
 
 

@@ -166,6 +166,33 @@ def test_the_shared_budget_is_where_every_curve_has_flattened():
     assert curves.plateau(mixed, curves.CURVE_METRICS["lipschitz"]) == 800
 
 
+def test_a_curve_stops_at_its_plateau_and_the_others_go_on(tmp_path, monkeypatch):
+    """run_curves trains no budget past a method's plateau (scores stand in for training:
+    this checks which points are scheduled, not what they measure)."""
+    import curves
+    values = {"rs": [80.0, 90.0, 90.5, 90.7], "hycas": [50.0, 70.0, 85.0, 95.0]}
+    profile = {"curves": {"budgets": (100, 200, 400, 800)}}
+    ran = []
+
+    def fake_point(profile, method, steps, root):
+        ran.append((method, steps))
+        point = _points(method, values[method])[curves.budgets(profile).index(steps)]
+        path = curves.point_dir(root, method, steps) / "point.json"
+        path.parent.mkdir(parents=True)
+        path.write_text(json.dumps(point))
+        return point
+    monkeypatch.setattr(curves, "run_point", fake_point)
+    out = curves.run_curves(profile, tmp_path, ["rs", "hycas"], progress=False)
+    assert ran == [("rs", 100), ("hycas", 100), ("rs", 200), ("hycas", 200), ("rs", 400),
+                   ("hycas", 400), ("hycas", 800)]  # rs flat at 400: no 800 for it
+    assert [p["steps"] for p in out["rs"]] == [100, 200, 400]
+    assert curves.choose_budget(out).per_method == {"rs": 400, "hycas": None}
+    # Resuming schedules nothing new.
+    ran.clear()
+    assert curves.run_curves(profile, tmp_path, ["rs", "hycas"], progress=False) == out
+    assert ran == []
+
+
 def test_curve_points_train_the_studys_model_at_each_budget_on_the_kept_data():
     import curves
     profile = study.PROFILES["mnist"]
