@@ -41,8 +41,22 @@ def point_dir(root, method: str, hyper: dict) -> Path:
 
 
 def run_point(profile: dict, method: str, steps: int, hyper: dict, root) -> dict:
+    """Trains and scores one grid point. A grid point whose config is the curve point's at
+    the same budget (the method's own values) is that run: its scores are reused, not
+    recomputed (same config, same seed, same result)."""
+    path = point_dir(root, method, hyper) / "point.json"
+    if path.exists():
+        return json.loads(path.read_text())
     config = apply(curves.curve_config(profile, method, steps), hyper)
-    return curves.train_and_score(config, point_dir(root, method, hyper), profile["sigmas"][0],
+    same = curves.point_dir(root, method, steps)
+    if (config.to_dict() == curves.curve_config(profile, method, steps).to_dict()
+            and (same / "point.json").exists()):
+        point = {**json.loads((same / "point.json").read_text()), "hyper": hyper,
+                 "same_run_as": str(same.relative_to(root))}
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(point, indent=2))
+        return point
+    return curves.train_and_score(config, path.parent, profile["sigmas"][0],
                                   method=method, hyper=hyper)
 
 
@@ -63,12 +77,19 @@ def run_tuning(profile: dict, root, steps: int, methods: Iterable[str] = study.M
     with tqdm(todo, desc="tuning", unit="run", disable=not progress, dynamic_ncols=True) as bar:
         for method, hyper in bar:
             bar.set_postfix(method=method, **hyper)
-            if isolate and not (point_dir(root, method, hyper) / "point.json").exists():
+            if isolate and not (point_dir(root, method, hyper) / "point.json").exists() \
+                    and not _reusable(profile, method, steps, hyper, root):
                 subprocess.run([sys.executable, str(Path(__file__).resolve()), json.dumps(profile),
                                 str(root), method, str(steps), json.dumps(hyper)], check=True)
             else:
                 run_point(profile, method, steps, hyper, root)
     return load_tuning(root, methods, steps)
+
+
+def _reusable(profile: dict, method: str, steps: int, hyper: dict, root) -> bool:
+    base = curves.curve_config(profile, method, steps)
+    return (apply(curves.curve_config(profile, method, steps), hyper).to_dict() == base.to_dict()
+            and (curves.point_dir(root, method, steps) / "point.json").exists())
 
 
 def load_tuning(root, methods: Iterable[str] = study.MAIN, steps: int | None = None) -> dict:

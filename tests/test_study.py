@@ -226,6 +226,27 @@ def test_smoke_curves_score_every_point_on_the_holdout_split(tmp_path):
     assert "| RS baseline" in curves.curve_table(out)
 
 
+def test_a_grid_point_that_is_the_curve_run_reuses_its_scores(tmp_path):
+    """The grid point with the method's own values at the curve's budget is the curve run;
+    its scores are read, not recomputed (a training run would not give 12.5 everywhere)."""
+    import curves
+    import tuning
+    profile = study.PROFILES["mnist"]
+    steps = 800
+    curve = dict(_points("rs", [12.5])[0], steps=steps)
+    (curves.point_dir(tmp_path, "rs", steps)).mkdir(parents=True)
+    (curves.point_dir(tmp_path, "rs", steps) / "point.json").write_text(json.dumps(curve))
+    own = {"learning_rate": profile["learning_rate"]}
+    assert own in tuning.grid(profile, "rs")
+    point = tuning.run_point(profile, "rs", steps, own, tmp_path)
+    assert point["clean"] == 12.5 and point["hyper"] == own
+    assert point["same_run_as"] == "curves/rs/steps800"
+    assert tuning.load_tuning(tmp_path, ["rs"], steps) == {"rs": [point]}
+    # Another learning rate is another run: not reusable.
+    assert not tuning._reusable(profile, "rs", steps, {"learning_rate": 1e-3}, tmp_path)
+    assert tuning._reusable(profile, "rs", steps, own, tmp_path)
+
+
 def test_every_method_is_tuned_on_the_same_grid_and_the_best_held_out_score_wins():
     import tuning
     profile = study.PROFILES["mnist"]
