@@ -83,6 +83,7 @@ def train_and_score(config, wd: Path, sigma: float, **info) -> dict:
     certify_workdir(wd, CertifySettings.of_workdir(wd, sigma=sigma, margin=True),
                     split="holdout", progress=False)
     timings["evaluate_s"] = time.perf_counter() - start
+    timings["device"] = study.device_name()
     rows = certify_report.read_log(certify_paths(wd, sigma)["log"])
     point = {**info, "steps": int(config.training.num_steps), "sigma": sigma,
              "clean": 100 * acc["holdout_clean_accuracy"],
@@ -209,13 +210,15 @@ def plot_curves(curves: dict, path: Path, title: str = "") -> None:
 def curve_table(curves: dict) -> str:
     """Markdown: every point's metrics."""
     cols = ("clean", "noisy", "RS r=0.25", "RS r=0.5", "margin r=0.25", "margin r=0.5")
-    lines = ["| method | steps | " + " | ".join(cols) + " | train s |",
-             "|---|---:|" + "---:|" * len(cols) + "---:|"]
+    lines = ["| method | steps | " + " | ".join(cols) + " | train s | scoring s | device |",
+             "|---|---:|" + "---:|" * len(cols) + "---:|---:|---|"]
     for method, points in curves.items():
         for p in points:
+            t = p["timings"]
             lines.append(f"| {study.METHODS[method].label} | {p['steps']} | "
                          + " | ".join(f"{p[c]:.1f}" for c in cols)
-                         + f" | {p['timings'].get('train_s', float('nan')):.0f} |")
+                         + f" | {t.get('train_s', float('nan')):.0f} | "
+                         f"{t.get('evaluate_s', float('nan')):.0f} | {t.get('device', '-')} |")
     return "\n".join(lines)
 
 

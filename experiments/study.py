@@ -222,6 +222,18 @@ def method_config(profile: dict, job: Job) -> ml_collections.ConfigDict:
     return c
 
 
+def device_name() -> str:
+    """What a stage ran on, for its recorded time: the accelerator's kind, or the CPU and
+    the cores this process may use."""
+    import os
+
+    import jax
+    d = jax.devices()[0]
+    if d.platform == "cpu":
+        return f"CPU ({len(os.sched_getaffinity(0))} cores)"
+    return f"{d.device_kind} x{jax.device_count()}" if jax.device_count() > 1 else d.device_kind
+
+
 def run_job(profile: dict, job: Job, root: Path, *, progress: bool = False) -> dict:
     """Trains, certifies and attacks one job (each stage skipped when finished)."""
     from hycas_jax import training
@@ -259,6 +271,7 @@ def run_job(profile: dict, job: Job, root: Path, *, progress: bool = False) -> d
             attack_workdir(workdir, settings, out_dir=out, progress=progress, quiet=True)
             timings["attack_s"] = time.perf_counter() - start
     if timings:
+        timings["device"] = device_name()
         with open(workdir / "study_timings.jsonl", "a") as f:
             f.write(json.dumps(timings) + "\n")
     return timings

@@ -361,26 +361,28 @@ def _versions() -> str:
 
 def _total_seconds(data) -> float:
     return sum(v for runs in data["runs"].values() for r in runs for t in r["timings"]
-               for v in t.values())
+               for k, v in t.items() if k.endswith("_s"))
 
 
 def stage_times(data) -> str:
     """Markdown: minutes per run of each stage (training, each certification, the attacks),
-    mean over the runs of each (method, training sigma) that recorded it."""
+    mean over the runs of each (method, training sigma) that recorded it, and the devices
+    they ran on (a stage resumed after an interruption counts its last process only)."""
     stages = sorted({k for runs in data["runs"].values() for r in runs for t in r["timings"]
-                     for k in t}, key=lambda k: (not k.startswith("train"), k))
+                     for k in t if k.endswith("_s")}, key=lambda k: (not k.startswith("train"), k))
     if not stages:
         return "No stage recorded a time."
     names = {k: k.removesuffix("_s").replace("_", " ") for k in stages}
-    lines = ["| method | training sigma | runs | " + " | ".join(names[k] for k in stages) + " |",
-             "|---|---:|---:|" + "---:|" * len(stages)]
+    lines = ["| method | training sigma | runs | " + " | ".join(names[k] for k in stages)
+             + " | device |", "|---|---:|---:|" + "---:|" * len(stages) + "---|"]
     for (method, sigma), runs in sorted(data["runs"].items()):
         cells = []
         for k in stages:
             values = [t[k] for r in runs for t in r["timings"] if k in t]
             cells.append(f"{np.mean(values) / 60:.1f}" if values else "-")
+        devices = sorted({t.get("device", "not recorded") for r in runs for t in r["timings"]})
         lines.append(f"| {study.METHODS[method].label} | {sigma:g} | {len(runs)} | "
-                     + " | ".join(cells) + " |")
+                     + " | ".join(cells) + f" | {', '.join(devices) or '-'} |")
     return "\n".join(lines)
 
 

@@ -271,8 +271,13 @@ def test_every_method_is_tuned_on_the_same_grid_and_the_best_held_out_score_wins
 
 
 def test_compute_time_is_reported_per_stage():
-    data = {"runs": {("rs", 0.25): [{"timings": [{"train_s": 120.0, "certify_sigma0.25_s": 60.0}]},
-                                     {"timings": [{"train_s": 240.0}, {"attack_s": 30.0}]}]}}
+    data = {"runs": {("rs", 0.25): [{"timings": [{"train_s": 120.0, "certify_sigma0.25_s": 60.0,
+                                                  "device": "CPU (2 cores)"}]},
+                                     {"timings": [{"train_s": 240.0, "device": "NVIDIA H200"},
+                                                  {"attack_s": 30.0}]}]}}
     table = study_report.stage_times(data)
-    assert "| method | training sigma | runs | train | attack | certify sigma0.25 |" in table
-    assert "| RS baseline (plain CNN, noise training) | 0.25 | 2 | 3.0 | 0.5 | 1.0 |" in table
+    assert "| method | training sigma | runs | train | attack | certify sigma0.25 | device |" in table
+    assert ("| RS baseline (plain CNN, noise training) | 0.25 | 2 | 3.0 | 0.5 | 1.0 | "
+            "CPU (2 cores), NVIDIA H200, not recorded |") in table
+    assert study_report._total_seconds(data) == 450.0
+    assert study.device_name()  # this machine's, e.g. "CPU (2 cores)"
