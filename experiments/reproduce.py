@@ -66,7 +66,10 @@ def main(argv):
                         seeds=FLAGS.seeds or None, steps=steps, hyper=hyper)
     command = "python " + " ".join(shlex.quote(a) for a in sys.argv)
     kwargs = {"reference": Path(FLAGS.reference)} if FLAGS.reference else {}
-    path = study_report.write_report(workdir, results, command=command, **kwargs)
+    try:
+        path = study_report.write_report(workdir, results, command=command, **kwargs)
+    except FileNotFoundError as e:
+        sys.exit(f"reproduce.py: {e}")
     print(f"wrote {path}")
 
 

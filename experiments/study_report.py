@@ -73,6 +73,9 @@ def _attack(workdir: Path) -> Optional[dict]:
 def collect(root) -> dict:
     """Everything the report needs, per (method, train sigma) over seeds."""
     root = Path(root)
+    if not (root / "study.json").exists():
+        raise FileNotFoundError(f"no study in {root} yet (study.json is written when the study "
+                                "stage starts, after the curves and the tuning)")
     meta = json.loads((root / "study.json").read_text())
     runs = {}
     for j in meta["jobs"]:

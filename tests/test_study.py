@@ -281,3 +281,8 @@ def test_compute_time_is_reported_per_stage():
             "CPU (2 cores), NVIDIA H200, not recorded |") in table
     assert study_report._total_seconds(data) == 450.0
     assert study.device_name()  # this machine's, e.g. "CPU (2 cores)"
+
+
+def test_a_report_before_the_study_has_started_says_so(tmp_path):
+    with pytest.raises(FileNotFoundError, match="no study in .* yet"):
+        study_report.write_report(tmp_path, tmp_path / "out")
