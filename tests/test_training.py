@@ -107,6 +107,21 @@ def test_metrics_and_final_results_are_written(reference_run):
     assert all(0.1165 <= r["rani/min_mask_sd"] <= 0.5 for r in rows), rows
 
 
+def test_evaluation_scores_the_noisy_pass_at_the_sigma_asked_for(reference_run):
+    """The noisy pass defaults to the training sigma; another sigma is another pass (huge
+    noise leaves the tiny model near chance), and sigma 0 is the clean pass."""
+    from hycas_jax import training
+    default = training.evaluate_workdir(reference_run, max_examples=128)
+    same = training.evaluate_workdir(reference_run, max_examples=128, sigma=0.25)
+    assert default == same  # tiny_config trains at sigma 0.25
+    zero = training.evaluate_workdir(reference_run, max_examples=128, sigma=0.0)
+    assert zero["test_noisy_accuracy"] == zero["test_clean_accuracy"] == default["test_clean_accuracy"]
+    loud = training.evaluate_workdir(reference_run, max_examples=128, sigma=8.0)
+    assert loud["test_clean_accuracy"] == default["test_clean_accuracy"]
+    assert loud["test_noisy_accuracy"] < default["test_clean_accuracy"]
+    assert loud["test_noisy_accuracy"] != default["test_noisy_accuracy"]
+
+
 def _corrupt(workdir):
     step = checkpointing.Checkpointer(workdir).latest_step()
     state_dir = os.path.join(workdir, "checkpoints", str(step), "state")

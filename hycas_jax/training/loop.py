@@ -132,12 +132,15 @@ def _eval_batch_size(mesh) -> int:
 
 
 def evaluate(config, graphdef, state, *, split="test", max_examples=None, seed=0,
-             mesh=None) -> dict:
+             mesh=None, sigma: Optional[float] = None) -> dict:
     """Clean and noisy accuracy of one stochastic pass over a split.
 
+    sigma: the input noise of the noisy pass (default: the training sigma; give one to
+    compare models trained with and without noise at the same level).
     mesh: where `state` lives (None: one device); each process reads its
     share of every batch.
     """
+    noisy_sigma = config.training.sigma if sigma is None else float(sigma)
     mesh = mesh or distributed.make_mesh({distributed.DATA: 1}, jax.devices()[:1])
     correct_fn = make_eval_fn(logits_fn_for(graphdef), mesh)
     key = rng.key(seed, rng.config_impl(config))
@@ -149,8 +152,8 @@ def evaluate(config, graphdef, state, *, split="test", max_examples=None, seed=0
         mask = np.asarray(batch["mask"])
         local = {"x": batch["image"], "y": np.where(mask, batch["label"], -1), "mask": mask}
         g = distributed.global_batch(local, mesh)
-        for name, sigma in (("clean", 0.0), ("noisy", config.training.sigma)):
-            totals[name] += int(correct_fn(state, g["x"], g["y"], jax.random.fold_in(key, i), sigma))
+        for name, level in (("clean", 0.0), ("noisy", noisy_sigma)):
+            totals[name] += int(correct_fn(state, g["x"], g["y"], jax.random.fold_in(key, i), level))
         count += int(jnp.sum(g["mask"]))
     return {f"test_{k}_accuracy": v / max(count, 1) for k, v in totals.items()}
 
@@ -234,9 +237,11 @@ def _lipschitz_for_loss(graphdef, state, tcfg) -> np.float32:
 
 
 def evaluate_workdir(workdir: str, *, split: str = "test", step: Optional[int] = None,
-                     max_examples: Optional[int] = None, seed: int = 0) -> dict:
+                     max_examples: Optional[int] = None, seed: int = 0,
+                     sigma: Optional[float] = None) -> dict:
     """`evaluate` of a trained workdir's checkpoint (default: the latest) on `split`, e.g.
-    'holdout' for a run configured with `dataset.holdout`. Returns
+    'holdout' for a run configured with `dataset.holdout`; the noisy pass at `sigma`
+    (default: the run's training sigma). Returns
     {'<split>_clean_accuracy', '<split>_noisy_accuracy', 'step'}."""
     config = checkpointing.restore_config(workdir)
     graphdef, state, _ = initial_state(config)
@@ -245,7 +250,8 @@ def evaluate_workdir(workdir: str, *, split: str = "test", step: Optional[int] =
         state, _ = ckpt.restore(state, step)
     finally:
         ckpt.close()
-    out = evaluate(config, graphdef, state, split=split, max_examples=max_examples, seed=seed)
+    out = evaluate(config, graphdef, state, split=split, max_examples=max_examples, seed=seed,
+                   sigma=sigma)
     return {**{k.replace("test_", f"{split}_", 1): v for k, v in out.items()},
             "step": int(state["step"])}
 
