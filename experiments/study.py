@@ -188,6 +188,46 @@ def jobs(profile: dict, methods: Iterable[str] = tuple(METHODS)) -> list[Job]:
     return out
 
 
+# The study's phases, in running order: what the verdicts need first.
+PHASES = ("certificates at the first sigma", "attacks", "the other sigmas", "ablations")
+
+
+@dataclasses.dataclass(frozen=True)
+class Part:
+    """One step of the study: certify one job at some sigmas and/or attack it (its model
+    is trained first when it is not yet)."""
+    job: Job
+    certify_sigmas: tuple
+    attack: bool
+    phase: str
+
+
+def schedule(profile: dict, methods: Iterable[str] = tuple(METHODS)) -> list[Part]:
+    """The order the study runs its jobs' stages in, so that an interrupted study already
+    answers the main question over every seed: (1) every main method's certificates at
+    the first sigma, seed by seed; (2) the attacks; (3) the other sigmas (noise-trained
+    methods trained at each, noise-free ones certified at each); (4) the ablations. Every
+    stage of every job (`jobs`) appears exactly once."""
+    first = profile["sigmas"][0]
+    phases = {name: [] for name in PHASES}
+    for job in jobs(profile, methods):
+        if METHODS[job.method].ablation:
+            phases[PHASES[3]].append(Part(job, job.certify_sigmas, False, PHASES[3]))
+            continue
+        if job.train_sigma in (0.0, first):  # noise-free, or trained at the first sigma
+            now = tuple(s for s in job.certify_sigmas if s == first)
+            later = tuple(s for s in job.certify_sigmas if s != first)
+        else:
+            now, later = (), job.certify_sigmas
+        if now:
+            phases[PHASES[0]].append(Part(job, now, False, PHASES[0]))
+        if job.attack:
+            phases[PHASES[1]].append(Part(job, (), True, PHASES[1]))
+        if later:
+            phases[PHASES[2]].append(Part(job, later, False, PHASES[2]))
+    return [part for name in PHASES for part in phases[name]]
+
+
 def method_config(profile: dict, job: Job) -> ml_collections.ConfigDict:
     """The training config of one job: the profile's budget, the method's model."""
     m = METHODS[job.method]
@@ -234,8 +274,12 @@ def device_name() -> str:
     return f"{d.device_kind} x{jax.device_count()}" if jax.device_count() > 1 else d.device_kind
 
 
-def run_job(profile: dict, job: Job, root: Path, *, progress: bool = False) -> dict:
-    """Trains, certifies and attacks one job (each stage skipped when finished)."""
+def run_job(profile: dict, job: Job, root: Path, *, progress: bool = False,
+            certify_sigmas: Optional[tuple] = None, attack: Optional[bool] = None) -> dict:
+    """Trains, certifies and attacks one job (each stage skipped when finished);
+    certify_sigmas / attack: only those stages (default: all of the job's; see `schedule`)."""
+    certify_sigmas = job.certify_sigmas if certify_sigmas is None else tuple(certify_sigmas)
+    attack = job.attack if attack is None else bool(attack)
     from hycas_jax import training
     from hycas_jax.evaluation import (
         AttackSettings,
@@ -251,14 +295,14 @@ def run_job(profile: dict, job: Job, root: Path, *, progress: bool = False) -> d
         start = time.perf_counter()
         training.train(method_config(profile, job), str(workdir), progress=progress)
         timings["train_s"] = time.perf_counter() - start
-    for sigma in job.certify_sigmas:
+    for sigma in certify_sigmas:
         summary = certify_paths(workdir, sigma)["summary"]
         if not (summary.exists() and "certificates" in json.loads(summary.read_text())):
             start = time.perf_counter()
             certify_workdir(
                 workdir, CertifySettings.of_workdir(workdir, sigma=sigma), progress=progress)
             timings[f"certify_sigma{sigma:g}_s"] = time.perf_counter() - start
-    if job.attack:
+    if attack:
         a = profile["attack"]
         out = workdir / "attack"
         if not (out / "attack_summary.json").exists():
@@ -294,7 +338,7 @@ def run_study(profile_name: str, root, *, methods: Iterable[str] = tuple(METHODS
               progress: bool = True, isolate: bool = False,
               seeds: Optional[Iterable[int]] = None, steps: Optional[int] = None,
               hyper: Optional[dict] = None) -> None:
-    """Runs (or resumes) every job of the profile under `root`.
+    """Runs (or resumes) every job of the profile under `root`, in `schedule`'s order.
 
     isolate: run each job in a fresh Python process. A long study in one
     process loads hundreds of executables, and XLA's CPU backend keeps a memory
@@ -326,15 +370,19 @@ def run_study(profile_name: str, root, *, methods: Iterable[str] = tuple(METHODS
         {"profile": profile_name, "settings": profile, "commits": commits,
          "methods": {k: dataclasses.asdict(METHODS[k]) for k in dict.fromkeys(j.method for j in todo)},
          "jobs": [dataclasses.asdict(j) for j in todo]}, indent=2))
-    with tqdm(todo, desc="study", unit="job", disable=not progress, dynamic_ncols=True) as bar:
-        for job in bar:
-            bar.set_postfix(method=job.method, sigma=job.train_sigma, seed=job.seed)
+    parts = schedule(profile, methods)
+    with tqdm(parts, desc="study", unit="part", disable=not progress, dynamic_ncols=True) as bar:
+        for part in bar:
+            job = part.job
+            bar.set_postfix(phase=part.phase, method=job.method, sigma=job.train_sigma,
+                            seed=job.seed)
             if isolate:
                 subprocess.run([sys.executable, str(Path(__file__).resolve()),
                                 json.dumps(profile), str(root),
-                                json.dumps(dataclasses.asdict(job))], check=True)
+                                json.dumps(dataclasses.asdict(part))], check=True)
             else:
-                run_job(profile, job, root, progress=False)
+                run_job(profile, job, root, progress=False,
+                        certify_sigmas=part.certify_sigmas, attack=part.attack)
 
 
 def profile_from_json(text: str) -> dict:
@@ -346,12 +394,13 @@ def profile_from_json(text: str) -> dict:
 
 
 def _main(argv) -> None:
-    """`python experiments/study.py PROFILE_JSON ROOT JOB_JSON`: one job."""
+    """`python experiments/study.py PROFILE_JSON ROOT PART_JSON`: one part of one job."""
     from absl import logging
     logging.set_verbosity(logging.WARNING)
-    profile, root, job = profile_from_json(argv[1]), Path(argv[2]), json.loads(argv[3])
-    job["certify_sigmas"] = tuple(job["certify_sigmas"])
-    run_job(profile, Job(**job), root, progress=False)
+    profile, root, part = profile_from_json(argv[1]), Path(argv[2]), json.loads(argv[3])
+    job = dict(part["job"], certify_sigmas=tuple(part["job"]["certify_sigmas"]))
+    run_job(profile, Job(**job), root, progress=False,
+            certify_sigmas=tuple(part["certify_sigmas"]), attack=part["attack"])
 
 
 if __name__ == "__main__":

@@ -166,6 +166,27 @@ def test_the_shared_budget_is_where_every_curve_has_flattened():
     assert curves.plateau(mixed, curves.CURVE_METRICS["lipschitz"]) == 800
 
 
+def test_the_schedule_runs_every_stage_once_the_main_question_first():
+    profile = study.PROFILES["mnist"]
+    parts = study.schedule(profile)
+    first = profile["sigmas"][0]
+    # Every job's every stage exactly once.
+    stages = [(p.job, s) for p in parts for s in p.certify_sigmas] + [(p.job, "attack")
+                                                                      for p in parts if p.attack]
+    assert len(stages) == len(set(stages))
+    assert set(stages) == {(j, s) for j in study.jobs(profile) for s in j.certify_sigmas} | {
+        (j, "attack") for j in study.jobs(profile) if j.attack}
+    # Phases in order; the first certifies every main method at the first sigma, every seed.
+    order = [study.PHASES.index(p.phase) for p in parts]
+    assert order == sorted(order) and set(order) == {0, 1, 2, 3}
+    head = [p for p in parts if p.phase == study.PHASES[0]]
+    assert {(p.job.method, p.job.seed) for p in head} == {
+        (m, s) for m in study.MAIN for s in profile["seeds"]}
+    assert all(p.certify_sigmas == (first,) and not p.attack for p in head)
+    assert [p.job.seed for p in head] == sorted(p.job.seed for p in head)  # seed by seed
+    assert all(study.METHODS[p.job.method].ablation == (p.phase == study.PHASES[3]) for p in parts)
+
+
 def test_a_curve_stops_at_its_plateau_and_the_others_go_on(tmp_path, monkeypatch):
     """run_curves trains no budget past a method's plateau (scores stand in for training:
     this checks which points are scheduled, not what they measure)."""
