@@ -198,6 +198,9 @@ def plot_curves(curves: dict, path: Path, title: str = "") -> None:
             steps = [p["steps"] for p in points]
             ax.plot(steps, [p[metric] for p in points], marker="o", label=study.METHODS[method].label)
         ax.set_xscale("log", base=2)
+        steps = sorted({p["steps"] for points in curves.values() for p in points})
+        ax.set_xticks(steps, [f"{s:,}" for s in steps])
+        ax.minorticks_off()
         ax.set_title(f"{metric} (%)")
         ax.grid(alpha=0.3)
     for ax in axes[-1]:

@@ -66,10 +66,11 @@ def main(argv):
                         seeds=FLAGS.seeds or None, steps=steps, hyper=hyper)
     command = "python " + " ".join(shlex.quote(a) for a in sys.argv)
     kwargs = {"reference": Path(FLAGS.reference)} if FLAGS.reference else {}
-    try:
+    if (workdir / "study.json").exists():
         path = study_report.write_report(workdir, results, command=command, **kwargs)
-    except FileNotFoundError as e:
-        sys.exit(f"reproduce.py: {e}")
+    else:  # interrupted before the study stage: what the curves and the tuning have so far
+        path = study_report.write_progress_report(workdir, results, FLAGS.profile,
+                                                  command=command)
     print(f"wrote {path}")
 
 

@@ -307,3 +307,21 @@ def test_compute_time_is_reported_per_stage():
 def test_a_report_before_the_study_has_started_says_so(tmp_path):
     with pytest.raises(FileNotFoundError, match="no study in .* yet"):
         study_report.write_report(tmp_path, tmp_path / "out")
+
+
+def test_a_report_of_an_unfinished_curve_stage_says_how_far_it_got(tmp_path):
+    import curves
+    for method, values in (("rs", [80.0, 90.0]), ("hycas", [50.0, 70.0])):
+        for p in _points(method, values):
+            p["steps"] *= 2  # the mnist profile's budgets: 200, 400, ...
+            d = curves.point_dir(tmp_path, method, p["steps"])
+            d.mkdir(parents=True)
+            (d / "point.json").write_text(json.dumps(p))
+    path = study_report.write_progress_report(tmp_path, tmp_path / "out", "mnist")
+    text = path.read_text()
+    budgets = curves.budgets(study.PROFILES["mnist"])
+    left = 3 * len(budgets) + 2 * (len(budgets) - 2)  # 3 methods not started, 2 at 2 budgets
+    assert "in progress" in text and f"4 points scored, {left} still to run" in text
+    assert "tuning: not started" in text and "has not started, so there are no verdicts" in text
+    assert "So far, no shared budget" in text and "| RS baseline" in text
+    assert (tmp_path / "out" / "learning_curves.png").read_bytes()[:4] == b"\x89PNG"
