@@ -111,10 +111,11 @@ def curve_methods(methods: Iterable[str]) -> tuple:
 
 
 def run_curves(profile: dict, root, methods: Iterable[str] = study.MAIN, *,
-               progress: bool = True, isolate: bool = False) -> dict:
+               progress: bool = True, isolate: bool = False, tolerance: float = 1.0) -> dict:
     """The (method, budget) points, smallest budgets first (so an interrupted run already
     has the start of every curve); a method stops at the budget where its curve has
-    plateaued (`plateau`): larger budgets could not change the budget chosen, only cost.
+    plateaued (`plateau` at `tolerance`, which `choose_budget` must then use too): larger
+    budgets could not change the budget chosen, only cost.
     -> {method: [points by budget]}. isolate: each point in a fresh Python process (see
     `study.run_study`)."""
     import subprocess
@@ -128,7 +129,7 @@ def run_curves(profile: dict, root, methods: Iterable[str] = study.MAIN, *,
             done = load_curves(root, methods)
             for method in methods:
                 bar.set_postfix(method=method, steps=steps)
-                if plateau(done.get(method, []), CURVE_METRICS[method]) is not None:
+                if plateau(done.get(method, []), CURVE_METRICS[method], tolerance) is not None:
                     pass  # flat already: no larger budget for this method
                 elif (point_dir(root, method, steps) / "point.json").exists():
                     pass  # scored before

@@ -70,7 +70,7 @@ def main(argv):
         path = study_report.write_report(workdir, results, command=command, **kwargs)
     else:  # interrupted before the study stage: what the curves and the tuning have so far
         path = study_report.write_progress_report(workdir, results, FLAGS.profile,
-                                                  command=command)
+                                                  command=command, methods=methods)
     print(f"wrote {path}")
 
 

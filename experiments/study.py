@@ -212,7 +212,7 @@ def schedule(profile: dict, methods: Iterable[str] = tuple(METHODS)) -> list[Par
     phases = {name: [] for name in PHASES}
     for job in jobs(profile, methods):
         if METHODS[job.method].ablation:
-            phases[PHASES[3]].append(Part(job, job.certify_sigmas, False, PHASES[3]))
+            phases[PHASES[3]].append(Part(job, job.certify_sigmas, job.attack, PHASES[3]))
             continue
         if job.train_sigma in (0.0, first):  # noise-free, or trained at the first sigma
             now = tuple(s for s in job.certify_sigmas if s == first)
@@ -270,7 +270,8 @@ def device_name() -> str:
     import jax
     d = jax.devices()[0]
     if d.platform == "cpu":
-        return f"CPU ({len(os.sched_getaffinity(0))} cores)"
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+        return f"CPU ({cores} cores)"
     return f"{d.device_kind} x{jax.device_count()}" if jax.device_count() > 1 else d.device_kind
 
 
@@ -340,7 +341,7 @@ def run_study(profile_name: str, root, *, methods: Iterable[str] = tuple(METHODS
               hyper: Optional[dict] = None) -> None:
     """Runs (or resumes) every job of the profile under `root`, in `schedule`'s order.
 
-    isolate: run each job in a fresh Python process. A long study in one
+    isolate: run each part of a job (`schedule`) in a fresh Python process. A long study in one
     process loads hundreds of executables, and XLA's CPU backend keeps a memory
     mapping per executable section; past the kernel's vm.max_map_count the next
     compile fails ("LLVM compilation error: Cannot allocate memory") and the

@@ -465,8 +465,9 @@ def _curves_section(root, out: Path, profile: dict) -> list:
                        f"{profile['dataset']}: learning curves (held-out training examples)")
     held = profile["curves"]
     return ["## Learning curves and the budget", "",
-            f"Each main method trained at {', '.join(str(b) for b in curves.budgets(profile))} "
-            f"steps (a run per budget, seed {held['seed']}, sigma {profile['sigmas'][0]:g}), "
+            f"Each main method trained at up to {', '.join(str(b) for b in curves.budgets(profile))} "
+            f"steps, stopping at its plateau (a run per budget, seed {held['seed']}, sigma "
+            f"{profile['sigmas'][0]:g}), "
             f"scored on {held['holdout']} training examples held out of training (never the test "
             f"images): accuracy of one pass, clean and under noise at sigma "
             f"{profile['sigmas'][0]:g} (every method), and certified accuracy of "
@@ -493,7 +494,8 @@ def _tuning_section(root, profile: dict) -> list:
             tuning.tuning_table(found), ""]
 
 
-def write_progress_report(root, out_dir, profile_name: str, *, command: str = "") -> Path:
+def write_progress_report(root, out_dir, profile_name: str, *, command: str = "",
+                          methods=study.MAIN) -> Path:
     """RESULTS.md for a study whose study stage has not started yet: the learning curves
     and the tuning done so far, and what is left (the study's tables come with the runs)."""
     import curves
@@ -501,11 +503,11 @@ def write_progress_report(root, out_dir, profile_name: str, *, command: str = ""
     profile = dict(study.check_profile(profile_name))
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    found = curves.load_curves(root)
+    found = curves.load_curves(root)  # as the curves section shows them
     budget = curves.choose_budget(found) if found else None
     done = sum(len(v) for v in found.values())
     stopped = [m for m, pts in found.items() if curves.plateau(pts, curves.CURVE_METRICS[m])]
-    left = sum(1 for m in curves.curve_methods(study.MAIN) if m not in stopped
+    left = sum(1 for m in curves.curve_methods(methods) if m not in stopped
                for b in curves.budgets(profile) if b > max((p["steps"] for p in found.get(m, [])),
                                                            default=0))
     steps = (budget.steps if budget and budget.steps else max(curves.budgets(profile)))
@@ -521,9 +523,9 @@ def write_progress_report(root, out_dir, profile_name: str, *, command: str = ""
           f"{study.git_commit()}; {platform.processor() or platform.machine()}, "
           f"{os.cpu_count()} CPU cores, {_versions()}.",
           f"- Stage reached: learning curves, {done} points scored"
-          + (f", {left} still to run" if left else ", complete")
+          + (f", at most {left} still to run" if left else ", complete")
           + f" ({seconds / 3600:.2f} h of compute); tuning: "
-          + (f"{tuned} grid points at {steps} steps" if tuned or not left else "not started")
+          + (f"{tuned} grid points at {steps} steps" if tuned else "not started")
           + "; the study (3 seeds on the test images) has not started, so there are no "
           "verdicts yet. Running the same command again resumes it.", ""]
     if found:

@@ -35,22 +35,21 @@ def apply(config, hyper: dict):
     return config
 
 
-def point_dir(root, method: str, hyper: dict) -> Path:
+def point_dir(root, method: str, hyper: dict, steps: int) -> Path:
     name = "_".join(f"{k}{v:g}" for k, v in sorted(hyper.items()))
-    return Path(root) / "tuning" / method / name
+    return Path(root) / "tuning" / method / f"steps{int(steps)}" / name
 
 
 def run_point(profile: dict, method: str, steps: int, hyper: dict, root) -> dict:
     """Trains and scores one grid point. A grid point whose config is the curve point's at
     the same budget (the method's own values) is that run: its scores are reused, not
     recomputed (same config, same seed, same result)."""
-    path = point_dir(root, method, hyper) / "point.json"
+    path = point_dir(root, method, hyper, steps) / "point.json"
     if path.exists():
         return json.loads(path.read_text())
     config = apply(curves.curve_config(profile, method, steps), hyper)
     same = curves.point_dir(root, method, steps)
-    if (config.to_dict() == curves.curve_config(profile, method, steps).to_dict()
-            and (same / "point.json").exists()):
+    if _reusable(profile, method, steps, hyper, root):
         point = {**json.loads((same / "point.json").read_text()), "hyper": hyper,
                  "same_run_as": str(same.relative_to(root))}
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -77,7 +76,7 @@ def run_tuning(profile: dict, root, steps: int, methods: Iterable[str] = study.M
     with tqdm(todo, desc="tuning", unit="run", disable=not progress, dynamic_ncols=True) as bar:
         for method, hyper in bar:
             bar.set_postfix(method=method, **hyper)
-            if isolate and not (point_dir(root, method, hyper) / "point.json").exists() \
+            if isolate and not (point_dir(root, method, hyper, steps) / "point.json").exists() \
                     and not _reusable(profile, method, steps, hyper, root):
                 subprocess.run([sys.executable, str(Path(__file__).resolve()), json.dumps(profile),
                                 str(root), method, str(steps), json.dumps(hyper)], check=True)
@@ -87,9 +86,14 @@ def run_tuning(profile: dict, root, steps: int, methods: Iterable[str] = study.M
 
 
 def _reusable(profile: dict, method: str, steps: int, hyper: dict, root) -> bool:
-    base = curves.curve_config(profile, method, steps)
-    return (apply(curves.curve_config(profile, method, steps), hyper).to_dict() == base.to_dict()
-            and (curves.point_dir(root, method, steps) / "point.json").exists())
+    """Whether the curve run at `steps` was trained with exactly this grid point's config
+    (compared with the config saved in its folder) and is scored."""
+    same = curves.point_dir(root, method, steps)
+    if not ((same / "point.json").exists() and (same / "config.json").exists()):
+        return False
+    config = apply(curves.curve_config(profile, method, steps), hyper)
+    return (json.loads(config.to_json_best_effort(sort_keys=True))
+            == json.loads((same / "config.json").read_text()))
 
 
 def load_tuning(root, methods: Iterable[str] = study.MAIN, steps: int | None = None) -> dict:
@@ -97,7 +101,7 @@ def load_tuning(root, methods: Iterable[str] = study.MAIN, steps: int | None = N
     out = {}
     for m in curves.curve_methods(methods):
         points = [json.loads(p.read_text())
-                  for p in (Path(root) / "tuning" / m).glob("*/point.json")]
+                  for p in (Path(root) / "tuning" / m).glob("steps*/*/point.json")]
         points = [p for p in points if steps is None or p["steps"] == steps]
         if points:
             out[m] = sorted(points, key=lambda p: sorted(p["hyper"].items()))

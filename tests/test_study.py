@@ -255,8 +255,11 @@ def test_a_grid_point_that_is_the_curve_run_reuses_its_scores(tmp_path):
     profile = study.PROFILES["mnist"]
     steps = 800
     curve = dict(_points("rs", [12.5])[0], steps=steps)
-    (curves.point_dir(tmp_path, "rs", steps)).mkdir(parents=True)
-    (curves.point_dir(tmp_path, "rs", steps) / "point.json").write_text(json.dumps(curve))
+    run = curves.point_dir(tmp_path, "rs", steps)
+    run.mkdir(parents=True)
+    (run / "point.json").write_text(json.dumps(curve))
+    saved = curves.curve_config(profile, "rs", steps).to_json_best_effort(sort_keys=True)
+    (run / "config.json").write_text(saved)  # as training saves it
     own = {"learning_rate": profile["learning_rate"]}
     assert own in tuning.grid(profile, "rs")
     point = tuning.run_point(profile, "rs", steps, own, tmp_path)
@@ -266,6 +269,9 @@ def test_a_grid_point_that_is_the_curve_run_reuses_its_scores(tmp_path):
     # Another learning rate is another run: not reusable.
     assert not tuning._reusable(profile, "rs", steps, {"learning_rate": 1e-3}, tmp_path)
     assert tuning._reusable(profile, "rs", steps, own, tmp_path)
+    # A curve run trained with another config (say, before the profile changed) is not it.
+    (run / "config.json").write_text(saved.replace('"num_steps": 800', '"num_steps": 801'))
+    assert not tuning._reusable(profile, "rs", steps, own, tmp_path)
 
 
 def test_every_method_is_tuned_on_the_same_grid_and_the_best_held_out_score_wins():
@@ -321,7 +327,7 @@ def test_a_report_of_an_unfinished_curve_stage_says_how_far_it_got(tmp_path):
     text = path.read_text()
     budgets = curves.budgets(study.PROFILES["mnist"])
     left = 3 * len(budgets) + 2 * (len(budgets) - 2)  # 3 methods not started, 2 at 2 budgets
-    assert "in progress" in text and f"4 points scored, {left} still to run" in text
+    assert "in progress" in text and f"4 points scored, at most {left} still to run" in text
     assert "tuning: not started" in text and "has not started, so there are no verdicts" in text
     assert "So far, no shared budget" in text and "| RS baseline" in text
     assert (tmp_path / "out" / "learning_curves.png").read_bytes()[:4] == b"\x89PNG"
