@@ -167,6 +167,8 @@ class Budget:
     steps: Optional[int]           # the shared budget (None: some method never plateaued)
     per_method: dict               # method -> its own plateau budget (None: not reached)
     tolerance: float
+    largest: int = 0               # the largest budget tried (the fallback)
+    last_gain: dict = dataclasses.field(default_factory=dict)  # unflattened method -> (metric, points)
 
     def sentence(self) -> str:
         """The budget and its justification, in words."""
@@ -174,8 +176,11 @@ class Budget:
                         for m, s in self.per_method.items())
         if self.steps is None:
             late = [m for m, s in self.per_method.items() if s is None]
+            gains = "; ".join(f"{m} {g:+.1f} points of {k}" for m, (k, g) in self.last_gain.items())
             return (f"No shared budget: {', '.join(late)} still gained {self.tolerance:g} point or "
-                    f"more at the largest budget tried. Each method's plateau: {own}.")
+                    f"more over the last doubling tried ({gains}). Each method's plateau: {own}. "
+                    f"The study trains every method for the largest budget tried, "
+                    f"{self.largest} steps.")
         return (f"Shared budget: {self.steps} steps, the smallest at which every method gained "
                 f"less than {self.tolerance:g} point over the last doubling on each of its "
                 f"metrics. Each method's plateau: {own}.")
@@ -184,7 +189,14 @@ class Budget:
 def choose_budget(curves: dict, tolerance: float = 1.0) -> Budget:
     per = {m: plateau(points, CURVE_METRICS[m], tolerance) for m, points in curves.items()}
     steps = None if not per or any(s is None for s in per.values()) else max(per.values())
-    return Budget(steps, per, tolerance)
+    largest = max((p["steps"] for points in curves.values() for p in points), default=0)
+    gains = {}
+    for m, points in curves.items():
+        if per[m] is None and len(points) >= 2:
+            prev, cur = points[-2], points[-1]
+            k = max(CURVE_METRICS[m], key=lambda k: cur[k] - prev[k])
+            gains[m] = (k, cur[k] - prev[k])
+    return Budget(steps, per, tolerance, largest, gains)
 
 
 def plot_curves(curves: dict, path: Path, title: str = "") -> None:

@@ -525,7 +525,8 @@ def write_progress_report(root, out_dir, profile_name: str, *, command: str = ""
           f"- Stage reached: learning curves, {done} points scored"
           + (f", at most {left} still to run" if left else ", complete")
           + f" ({seconds / 3600:.2f} h of compute); tuning: "
-          + (f"{tuned} grid points at {steps} steps" if tuned else "not started")
+          + (f"{tuned} grid points at {steps} steps" if tuned
+             else "no grid point finished yet")
           + "; the study (3 seeds on the test images) has not started, so there are no "
           "verdicts yet. Running the same command again resumes it.", ""]
     if found:

@@ -159,6 +159,9 @@ def test_the_shared_budget_is_where_every_curve_has_flattened():
     budget = curves.choose_budget({"rs": flat_early, "at": rising})
     assert budget.steps is None and budget.per_method["at"] is None
     assert "No shared budget: at still gained" in budget.sentence()
+    assert budget.largest == 800 and budget.last_gain == {"at": ("clean", 10.0)}
+    assert "(at +10.0 points of clean)" in budget.sentence()
+    assert budget.sentence().endswith("for the largest budget tried, 800 steps.")
     # One metric still rising keeps the method from its plateau.
     mixed = _points("lipschitz", [80.0, 90.0, 90.5, 90.6])
     for p, v in zip(mixed, (10.0, 20.0, 30.0, 30.2)):
@@ -328,6 +331,6 @@ def test_a_report_of_an_unfinished_curve_stage_says_how_far_it_got(tmp_path):
     budgets = curves.budgets(study.PROFILES["mnist"])
     left = 3 * len(budgets) + 2 * (len(budgets) - 2)  # 3 methods not started, 2 at 2 budgets
     assert "in progress" in text and f"4 points scored, at most {left} still to run" in text
-    assert "tuning: not started" in text and "has not started, so there are no verdicts" in text
+    assert "tuning: no grid point finished yet" in text and "has not started, so there are no verdicts" in text
     assert "So far, no shared budget" in text and "| RS baseline" in text
     assert (tmp_path / "out" / "learning_curves.png").read_bytes()[:4] == b"\x89PNG"
