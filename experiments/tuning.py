@@ -47,7 +47,6 @@ def run_point(profile: dict, method: str, steps: int, hyper: dict, root) -> dict
     path = point_dir(root, method, hyper, steps) / "point.json"
     if path.exists():
         return json.loads(path.read_text())
-    config = apply(curves.curve_config(profile, method, steps), hyper)
     same = curves.point_dir(root, method, steps)
     if _reusable(profile, method, steps, hyper, root):
         point = {**json.loads((same / "point.json").read_text()), "hyper": hyper,
@@ -55,6 +54,7 @@ def run_point(profile: dict, method: str, steps: int, hyper: dict, root) -> dict
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(point, indent=2))
         return point
+    config = apply(curves.curve_config(profile, method, steps), hyper)
     return curves.train_and_score(config, path.parent, profile["sigmas"][0],
                                   method=method, hyper=hyper)
 
