@@ -183,3 +183,26 @@ def test_vote_scoring_is_predict_of_the_same_smoothed_classifier():
                              sigma=SIGMA, n=M, alpha=1e-3, batch_size=M)
     np.testing.assert_array_equal(np.where(vote["decided"], vote["prediction"], -1),
                                   pred.prediction)
+
+
+def test_autoattack_reuses_the_batchs_apgd_runs(monkeypatch):
+    # With 'apgd-ce' listed before 'autoattack', each (eps, target) runs APGD-CE once: the
+    # ensemble takes that output (same target, same settings) rather than running it again.
+    w = 2.0 * jax.random.normal(jax.random.key(0), (64, K))
+    x = jax.random.uniform(jax.random.key(1), (8, 8, 8, 1))
+    params = (w, -jnp.mean(x.reshape(8, -1) @ w, axis=0))
+    batch = {"image": x, "label": jnp.argmax(x.reshape(8, -1) @ w + params[1], axis=1),
+             "mask": np.ones(8, bool), "index": np.arange(8)}
+    given, real = [], attacker.autoattack
+
+    def recording(*args, precomputed, **kwargs):
+        given.append((kwargs["eps"], sorted(precomputed), kwargs["version"]))
+        return real(*args, precomputed=precomputed, **kwargs)
+    monkeypatch.setattr(attacker, "autoattack", recording)
+    settings = AttackSettings(eps=(0.05, 0.1), attacks=("apgd-ce", "autoattack"),
+                              rules=("single", "vote"), n_iter=3, eot_iter=2, vote_samples=8,
+                              repeats=2, max_examples=8, batch_size=8)
+    run = attacker.Attacker(noisy_linear, params, settings, stochastic=True, vote_sigma=SIGMA)
+    records = list(run.run(batch))
+    assert given == [(eps, ["apgd-ce"], "rand") for eps in (0.05, 0.1) for _ in range(2)]
+    assert len(records) == 2 * (1 + 2 * 2)  # clean and every (attack, eps), per rule

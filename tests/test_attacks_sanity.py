@@ -167,3 +167,60 @@ def test_autoattack_rand_attacks_every_point(problem):
     moved = np.asarray(jnp.abs(out.x_adv - x).reshape(x.shape[0], -1).max(axis=1)) > 0
     assert moved.all()
     assert not (out.broken_by == 0).any()  # no point is credited to the clean check
+
+
+def _members_called(monkeypatch):
+    """Patches the APGD AutoAttack runs; returns the list of losses it is called with."""
+    module, calls = sys.modules["hycas_jax.attacks.autoattack"], []
+    real = module.apgd
+
+    def counting(*args, **kwargs):
+        calls.append(kwargs["loss"])
+        return real(*args, **kwargs)
+    monkeypatch.setattr(module, "apgd", counting)
+    return calls
+
+
+def test_autoattack_takes_precomputed_members_instead_of_running_them(problem, monkeypatch):
+    params, x, y = problem
+    settings = dict(eps=0.05, n_iter=5, eot_iter=2)
+    ce = apgd(noisy_mlp, params, x, y, jax.random.key(11), loss="ce", **settings).x_best
+    dlr = apgd(noisy_mlp, params, x, y, jax.random.key(12), loss="dlr", **settings).x_best
+    calls = _members_called(monkeypatch)
+    both = autoattack(noisy_mlp, params, x, y, jax.random.key(5), version="rand",
+                      precomputed={"apgd-ce": ce, "apgd-dlr": dlr}, **settings)
+    assert calls == []  # nothing attacked again
+    # Each point carries the output of the member whose check broke it, else DLR's.
+    for index, out in ((1, ce), (2, dlr), (-1, dlr)):
+        rows = both.broken_by == index
+        np.testing.assert_array_equal(both.x_adv[rows], out[rows])
+    assert (both.broken_by == 1).any() and (both.broken_by != 1).any()
+    only_ce = autoattack(noisy_mlp, params, x, y, jax.random.key(5), version="rand",
+                         precomputed={"apgd-ce": ce}, **settings)
+    assert calls == ["dlr"]  # the remaining member runs, on the points CE left robust
+    rows = only_ce.broken_by == 1
+    np.testing.assert_array_equal(only_ce.x_adv[rows], ce[rows])
+    _assert_in_threat_model(only_ce.x_adv, x, "linf", 0.05)
+
+
+def test_autoattack_with_a_precomputed_member_is_as_strong(problem):
+    # The reused APGD-CE is the same attack with other draws: robust accuracy agrees with
+    # the ensemble run whole, within the scoring's Monte Carlo slack.
+    params, x, y = problem
+    settings = dict(eps=0.05, n_iter=10, eot_iter=2)
+    ce = apgd(noisy_mlp, params, x, y, jax.random.key(11), loss="ce", **settings).x_best
+    whole = autoattack(noisy_mlp, params, x, y, jax.random.key(5), **settings)
+    reused = autoattack(noisy_mlp, params, x, y, jax.random.key(5),
+                        precomputed={"apgd-ce": ce}, **settings)
+    assert abs(_robust_accuracy(noisy_mlp, params, reused.x_adv, y)
+               - _robust_accuracy(noisy_mlp, params, whole.x_adv, y)) <= 2 * TOLERANCE
+
+
+def test_autoattack_refuses_a_member_it_cannot_take(problem):
+    params, x, y = problem
+    with pytest.raises(ValueError, match="autoattack-standard cannot take a precomputed 'apgd-dlr'"):
+        autoattack(fixed_mlp, params, x, y, jax.random.key(5), eps=0.05, version="standard",
+                   precomputed={"apgd-dlr": x})
+    with pytest.raises(ValueError, match="precomputed 'apgd-ce' has shape"):
+        autoattack(noisy_mlp, params, x, y, jax.random.key(5), eps=0.05,
+                   precomputed={"apgd-ce": x[:3]})

@@ -28,6 +28,9 @@ from hycas_jax.attacks import result, square, validation
 from hycas_jax.attacks.apgd import apgd
 
 VERSIONS = ("rand", "standard")
+# Members whose stand-alone run (`apgd` with loss 'ce' / 'dlr', one restart) is the
+# ensemble's member itself, so a caller that ran it already can pass its output.
+REUSABLE = {"rand": ("apgd-ce", "apgd-dlr"), "standard": ("apgd-ce",)}
 
 
 class AutoAttackResult(NamedTuple):
@@ -67,7 +70,8 @@ def _ensemble(version, norm, eps, n_iter, eot_iter, n_target_classes, square_que
 
 
 def autoattack(logits_fn, params, x, y, key, *, norm="linf", eps, version="rand",
-               n_iter=100, eot_iter=None, n_target_classes=9, square_queries=5000):
+               n_iter=100, eot_iter=None, n_target_classes=9, square_queries=5000,
+               precomputed=None):
     """Runs the AutoAttack ensemble against ``logits_fn(params, x, key) -> (B, K)``.
 
     Args:
@@ -76,6 +80,13 @@ def autoattack(logits_fn, params, x, y, key, *, norm="linf", eps, version="rand"
       n_iter: APGD iterations; eot_iter: EOT draws (default 20 for 'rand',
         1 for 'standard'); n_target_classes: targets of APGD-T;
       square_queries: Square Attack queries ('standard', l_inf only).
+      precomputed: {member name: (B, H, W, C) output} of ensemble members already
+        run on every point of ``x`` against this ``logits_fn`` with these settings
+        (one restart; the output is APGD's ``x_best`` in 'rand', ``x_adv`` in
+        'standard'). Only 'apgd-ce', and 'apgd-dlr' in 'rand', may be given. The
+        ensemble takes such a member's output on the points still robust instead
+        of running it again: the same attack with other random draws, so the
+        ensemble is unchanged and that member's cost is saved.
 
     Returns:
       AutoAttackResult.
@@ -90,6 +101,14 @@ def autoattack(logits_fn, params, x, y, key, *, norm="linf", eps, version="rand"
         validation.check_positive_int(name, value)
     x, y = jnp.asarray(x, jnp.float32), jnp.asarray(y, jnp.int32)
     attacks = _ensemble(version, norm, eps, n_iter, eot_iter, n_target_classes, square_queries)
+    precomputed = dict(precomputed or {})
+    reusable = REUSABLE[version]
+    for name, out in precomputed.items():
+        if name not in reusable:
+            raise ValueError(f"autoattack-{version} cannot take a precomputed {name!r}; "
+                             f"it can take {list(reusable)}")
+        if np.shape(out) != x.shape:
+            raise ValueError(f"precomputed {name!r} has shape {np.shape(out)}, x has {x.shape}")
     key, clean_key = jax.random.split(key)
     if version == "rand":
         robust = np.ones(x.shape[0], bool)
@@ -97,14 +116,18 @@ def autoattack(logits_fn, params, x, y, key, *, norm="linf", eps, version="rand"
         robust = np.array(_correct(params, x, y, clean_key, logits_fn=logits_fn))
     broken_by = np.where(robust, -1, 0).astype(np.int32)
     x_adv = x
-    for index, (_, attack) in enumerate(attacks, start=1):
+    for index, (name, attack) in enumerate(attacks, start=1):
         key, attack_key, check_key = jax.random.split(key, 3)
-        ran = result.run_on(lambda xs, ys, k: attack(logits_fn, params, xs, ys, k),
-                            robust, attack_key, x, y)
-        if ran is None:
+        if not robust.any():
             break
-        idx, out = ran
-        candidate = out.x_best if version == "rand" else out.x_adv
+        if name in precomputed:
+            idx = np.flatnonzero(robust)
+            candidate = jnp.asarray(precomputed[name], jnp.float32)[idx]
+        else:
+            ran = result.run_on(lambda xs, ys, k: attack(logits_fn, params, xs, ys, k),
+                                robust, attack_key, x, y)
+            idx, out = ran
+            candidate = out.x_best if version == "rand" else out.x_adv
         still = np.asarray(_correct(params, candidate, y[idx], check_key, logits_fn=logits_fn))
         x_adv = x_adv.at[idx].set(candidate)
         broken_by[idx[~still]] = index
