@@ -185,24 +185,76 @@ def test_vote_scoring_is_predict_of_the_same_smoothed_classifier():
                                   pred.prediction)
 
 
-def test_autoattack_reuses_the_batchs_apgd_runs(monkeypatch):
-    # With 'apgd-ce' listed before 'autoattack', each (eps, target) runs APGD-CE once: the
-    # ensemble takes that output (same target, same settings) rather than running it again.
+def _reuse_problem():
     w = 2.0 * jax.random.normal(jax.random.key(0), (64, K))
     x = jax.random.uniform(jax.random.key(1), (8, 8, 8, 1))
     params = (w, -jnp.mean(x.reshape(8, -1) @ w, axis=0))
     batch = {"image": x, "label": jnp.argmax(x.reshape(8, -1) @ w + params[1], axis=1),
              "mask": np.ones(8, bool), "index": np.arange(8)}
-    given, real = [], attacker.autoattack
+    return params, batch
 
-    def recording(*args, precomputed, **kwargs):
-        given.append((kwargs["eps"], sorted(precomputed), kwargs["version"]))
-        return real(*args, precomputed=precomputed, **kwargs)
-    monkeypatch.setattr(attacker, "autoattack", recording)
-    settings = AttackSettings(eps=(0.05, 0.1), attacks=("apgd-ce", "autoattack"),
-                              rules=("single", "vote"), n_iter=3, eot_iter=2, vote_samples=8,
-                              repeats=2, max_examples=8, batch_size=8)
-    run = attacker.Attacker(noisy_linear, params, settings, stochastic=True, vote_sigma=SIGMA)
+
+def _reuse_settings(attacks):
+    return AttackSettings(eps=(0.05, 0.1), attacks=attacks, rules=("single", "vote"), n_iter=3,
+                          eot_iter=2, vote_samples=8, repeats=2, max_examples=8, batch_size=8)
+
+
+def _recorded(monkeypatch):
+    """Patches the evaluator's attack runs; returns [(attack, eps, target sigma, done, x_adv)]."""
+    calls, real = [], attacker.run_attack
+
+    def recording(attack, target, *args, eps, done, **kwargs):
+        out = real(attack, target, *args, eps=eps, done=done, **kwargs)
+        calls.append((attack, eps, target.sigma, dict(done), out))
+        return out
+    monkeypatch.setattr(attacker, "run_attack", recording)
+    return calls
+
+
+@pytest.mark.parametrize("attacks", [("apgd-ce", "autoattack"), ("autoattack", "apgd-ce")])
+def test_autoattack_reuses_the_batchs_apgd_runs(monkeypatch, attacks):
+    # Each (eps, target) runs APGD-CE once, whatever the order the attacks are listed in:
+    # the ensemble takes that very output (same eps, same target) rather than running it again.
+    params, batch = _reuse_problem()
+    calls = _recorded(monkeypatch)
+    run = attacker.Attacker(noisy_linear, params, _reuse_settings(attacks), stochastic=True,
+                            vote_sigma=SIGMA)
     records = list(run.run(batch))
-    assert given == [(eps, ["apgd-ce"], "rand") for eps in (0.05, 0.1) for _ in range(2)]
     assert len(records) == 2 * (1 + 2 * 2)  # clean and every (attack, eps), per rule
+    ce = {(eps, sigma): out for attack, eps, sigma, _, out in calls if attack == "apgd-ce"}
+    aa = [(eps, sigma, done) for attack, eps, sigma, done, _ in calls if attack == "autoattack"]
+    assert len(ce) == len(aa) == 4 and len(calls) == 8  # 2 eps x 2 targets, nothing twice
+    for eps, sigma, done in aa:
+        assert list(done) == ["apgd-ce"] and done["apgd-ce"] is ce[(eps, sigma)]
+
+
+def test_autoattack_reuse_survives_a_resume(monkeypatch):
+    # A run resumed after its APGD-CE units finished attacks with the same draws: its
+    # AutoAttack records equal the uninterrupted run's.
+    params, batch = _reuse_problem()
+    make = lambda: attacker.Attacker(noisy_linear, params, _reuse_settings(("apgd-ce", "autoattack")),
+                                     stochastic=True, vote_sigma=SIGMA)
+    whole = list(make().run(batch))
+    finished = {attacker.unit_key(r): r for r in whole if r["attack"] != "autoattack"}
+    calls = _recorded(monkeypatch)
+    resumed = list(make().run(batch, finished))
+    assert resumed == whole
+    assert [c[0] for c in calls] == ["apgd-ce", "autoattack"] * 4
+
+
+def test_autoattack_of_another_version_runs_its_own_members(monkeypatch):
+    # 'autoattack-standard' against a random target uses APGD's x_adv, the stand-alone run
+    # returns x_best there: nothing is reused.
+    params, batch = _reuse_problem()
+    calls = _recorded(monkeypatch)
+    run = attacker.Attacker(noisy_linear, params,
+                            _reuse_settings(("apgd-ce", "autoattack-standard")),
+                            stochastic=True, vote_sigma=SIGMA)
+    list(run.run(batch))
+    assert [done for attack, *_, done, _ in calls if attack != "apgd-ce"] == [{}] * 4
+    target = attacker.make_target(noisy_linear, stochastic=True)
+    assert attacker.reusable_members("autoattack-standard", target) == ()
+    assert attacker.reusable_members("autoattack", target) == ("apgd-ce", "apgd-dlr")
+    assert attacker.reusable_members("autoattack", attacker.make_target(
+        noisy_linear, stochastic=False)) == ("apgd-ce",)
+    assert attacker.reusable_members("apgd-ce", target) == ()

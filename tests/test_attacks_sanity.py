@@ -224,3 +224,7 @@ def test_autoattack_refuses_a_member_it_cannot_take(problem):
     with pytest.raises(ValueError, match="precomputed 'apgd-ce' has shape"):
         autoattack(noisy_mlp, params, x, y, jax.random.key(5), eps=0.05,
                    precomputed={"apgd-ce": x[:3]})
+    outside = jnp.clip(x + 0.1, 0.0, 1.0)  # an output at eps 0.1, given for eps 0.05
+    with pytest.raises(ValueError, match="precomputed 'apgd-ce' leaves the linf ball of radius 0.05"):
+        autoattack(noisy_mlp, params, x, y, jax.random.key(5), eps=0.05,
+                   precomputed={"apgd-ce": outside})

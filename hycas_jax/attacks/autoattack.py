@@ -53,6 +53,17 @@ def _correct(params, x, y, key, *, logits_fn):
     return jnp.argmax(logits_fn(params, x, key), axis=1) == y
 
 
+def _check_in_threat_model(name, out, x, norm, eps):
+    """A precomputed member's output must lie in [0, 1] and within eps of x (float32
+    rounding allowed): one at another eps or norm would silently change the attack."""
+    delta = (out - x).reshape(x.shape[0], -1)
+    size = np.abs(delta).max(axis=1) if norm == "linf" else np.sqrt((delta ** 2).sum(axis=1))
+    worst = float(size.max(initial=0.0))
+    if worst > eps * (1 + 1e-5) + 1e-6 or out.min(initial=0.0) < 0 or out.max(initial=1.0) > 1:
+        raise ValueError(f"precomputed {name!r} leaves the {norm} ball of radius {eps} "
+                         f"around x or the [0, 1] box (largest {norm} distance {worst:.6g})")
+
+
 def _ensemble(version, norm, eps, n_iter, eot_iter, n_target_classes, square_queries):
     """[(name, attack(logits_fn, params, x, y, key) -> AttackResult)] in run order."""
     run_apgd = functools.partial(apgd, norm=norm, eps=eps, n_iter=n_iter,
@@ -109,6 +120,8 @@ def autoattack(logits_fn, params, x, y, key, *, norm="linf", eps, version="rand"
                              f"it can take {list(reusable)}")
         if np.shape(out) != x.shape:
             raise ValueError(f"precomputed {name!r} has shape {np.shape(out)}, x has {x.shape}")
+        _check_in_threat_model(name, np.asarray(out, np.float64), np.asarray(x, np.float64),
+                               norm, eps)
     key, clean_key = jax.random.split(key)
     if version == "rand":
         robust = np.ones(x.shape[0], bool)

@@ -57,6 +57,19 @@ def attack_label(attack: str, target: Target) -> str:
     return attack
 
 
+def reusable_members(attack: str, target: Target) -> tuple:
+    """The stand-alone attacks (`run_attack` names) whose output against `target` is
+    AutoAttack's member of that name: its version's reusable members when the version
+    is the one the target takes (`run_attack` returns APGD's `x_best` on a random
+    target, `x_adv` on a deterministic one, as the 'rand' / 'standard' ensembles
+    use them); none otherwise, and none for an attack that is not AutoAttack."""
+    label = attack_label(attack, target)
+    if not label.startswith("autoattack"):
+        return ()
+    version = label.split("-")[1]
+    return REUSABLE[version] if version == ("rand" if target.stochastic else "standard") else ()
+
+
 def run_attack(attack, target, params, x, y, key, *, norm, eps, n_iter, eot_iter,
                done=MappingProxyType({})):
     """x_adv (B, H, W, C) from one named attack against ``target``.
@@ -64,20 +77,23 @@ def run_attack(attack, target, params, x, y, key, *, norm, eps, n_iter, eot_iter
     On a random target APGD's highest-EOT-loss point is returned (a single
     fooling draw is weak evidence); on a deterministic one, its first
     fooling point where it found one. done: {attack name: its output from this
-    function} for the same target, x and settings; AutoAttack takes the
-    outputs of its own members from it rather than running them again.
+    function} for the same target, x and settings; AutoAttack takes the outputs
+    of its own members from it (`reusable_members`) rather than running them again.
     """
     eot = eot_iter if target.stochastic else 1
     label = attack_label(attack, target)
+    # apgd-t (alone or in AutoAttack-standard): AutoAttack's 9 targets, fewer when there
+    # are fewer classes.
+    targets = lambda: min(9, validation.num_classes(target.fn, params, x, key) - 1)
     if label.startswith("autoattack"):
         version = label.split("-")[1]
-        reuse = {name: done[name] for name in REUSABLE[version] if name in done}
+        reuse = {name: done[name] for name in reusable_members(attack, target) if name in done}
+        extra = {"n_target_classes": targets()} if version == "standard" else {}
         return autoattack(target.fn, params, x, y, key, norm=norm, eps=eps, version=version,
-                          n_iter=n_iter, eot_iter=eot, precomputed=reuse).x_adv
+                          n_iter=n_iter, eot_iter=eot, precomputed=reuse, **extra).x_adv
     loss = {"apgd-ce": {"loss": "ce"}, "apgd-dlr": {"loss": "dlr"}}.get(attack)
-    if loss is None:  # apgd-t: AutoAttack's 9 targets, fewer when there are fewer classes
-        n_classes = validation.num_classes(target.fn, params, x, key)
-        loss = {"loss": "dlr", "targeted": True, "n_target_classes": min(9, n_classes - 1)}
+    if loss is None:
+        loss = {"loss": "dlr", "targeted": True, "n_target_classes": targets()}
     out = apgd(target.fn, params, x, y, key, norm=norm, eps=eps, n_iter=n_iter,
                eot_iter=eot, **loss)
     return out.x_best if target.stochastic else out.x_adv
@@ -150,17 +166,29 @@ class Attacker:
                 yield finished[unit_key(unit)]
                 continue
             target = self.targets[rule]
-            slot = (attack, eps, target.sigma)
-            if slot not in cache:
-                done = {a: out for (a, e, sigma), out in cache.items()
-                        if e == eps and sigma == target.sigma}
-                cache[slot] = x if attack == "clean" else run_attack(
+            x_adv = self._adversarial(attack, eps, target, x, y, batch_key, cache)
+            label = "clean" if attack == "clean" else attack_label(attack, target)
+            scores = self._score(rule, x_adv[real], y[real], _fold(batch_key, f"score|{rule}"))
+            yield {**unit, "label": label, "index": index.tolist(), **scores}
+
+    def _adversarial(self, attack, eps, target, x, y, batch_key, cache):
+        """x_adv of (attack, eps) against `target` on this batch, from `cache` or computed
+        into it. The key depends on (batch, attack, eps, target) alone. AutoAttack first
+        gets the outputs of its members that the settings also list stand-alone (computed
+        here if need be, so a resumed run attacks with the same draws) and takes them
+        rather than running those members again."""
+        slot = (attack, eps, target.sigma)
+        if slot not in cache:
+            if attack == "clean":
+                cache[slot] = x
+            else:
+                s = self.settings
+                done = {member: self._adversarial(member, eps, target, x, y, batch_key, cache)
+                        for member in reusable_members(attack, target) if member in s.attacks}
+                cache[slot] = run_attack(
                     attack, target, self.params, x, y, _fold(batch_key, repr(slot)),
                     norm=s.norm, eps=eps, n_iter=s.n_iter, eot_iter=s.eot_iter, done=done)
-            label = "clean" if attack == "clean" else attack_label(attack, target)
-            scores = self._score(rule, cache[slot][real], y[real],
-                                 _fold(batch_key, f"score|{rule}"))
-            yield {**unit, "label": label, "index": index.tolist(), **scores}
+        return cache[slot]
 
     def _score(self, rule, x_adv, y, key) -> dict:
         """Per-image scores of one rule, as JSON-ready lists."""
