@@ -53,7 +53,7 @@ def curve_config(profile: dict, method: str, steps: int):
     c = study.method_config(profile, job)
     c.training.num_steps = int(steps)
     c.training.warmup_steps = min(c.training.warmup_steps, max(int(steps) // 10, 1))
-    c.training.checkpoint_every = int(steps)
+    c.training.checkpoint_every = study.checkpoint_every(int(steps))
     c.training.log_every = max(min(50, int(steps)), 1)
     c.dataset.holdout = int(c_["holdout"])
     c.certify.update(c_["certify"])

@@ -228,6 +228,12 @@ def schedule(profile: dict, methods: Iterable[str] = tuple(METHODS)) -> list[Par
     return [part for name in PHASES for part in phases[name]]
 
 
+def checkpoint_every(steps: int) -> int:
+    """Checkpoint cadence of the study's runs: at most 800 steps (a few minutes on 2 CPU
+    cores) are lost when a session stops mid-run."""
+    return max(min(800, steps), 1)
+
+
 def method_config(profile: dict, job: Job) -> ml_collections.ConfigDict:
     """The training config of one job: the profile's budget, the method's model."""
     m = METHODS[job.method]
@@ -244,7 +250,7 @@ def method_config(profile: dict, job: Job) -> ml_collections.ConfigDict:
     t.seed = job.seed
     t.num_steps, t.batch_size = profile["steps"], profile["batch_size"]
     t.learning_rate, t.warmup_steps = profile["learning_rate"], profile["warmup_steps"]
-    t.checkpoint_every = max(profile["steps"] // 2, 1)
+    t.checkpoint_every = checkpoint_every(profile["steps"])
     t.log_every = max(min(50, profile["steps"]), 1)
     if m.adversarial:
         t.adversarial.enabled = True

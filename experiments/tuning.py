@@ -86,14 +86,23 @@ def run_tuning(profile: dict, root, steps: int, methods: Iterable[str] = study.M
 
 
 def _reusable(profile: dict, method: str, steps: int, hyper: dict, root) -> bool:
-    """Whether the curve run at `steps` was trained with exactly this grid point's config
-    (compared with the config saved in its folder) and is scored."""
+    """Whether the curve run at `steps` was trained with this grid point's config (compared
+    with the config saved in its folder, up to logging and checkpoint cadence) and is scored."""
     same = curves.point_dir(root, method, steps)
     if not ((same / "point.json").exists() and (same / "config.json").exists()):
         return False
     config = apply(curves.curve_config(profile, method, steps), hyper)
-    return (json.loads(config.to_json_best_effort(sort_keys=True))
-            == json.loads((same / "config.json").read_text()))
+    return (_computed(json.loads(config.to_json_best_effort()))
+            == _computed(json.loads((same / "config.json").read_text())))
+
+
+def _computed(config: dict) -> dict:
+    """A saved config without the fields that do not change what training computes."""
+    config = {**config, "training": dict(config["training"])}
+    config.pop("mesh", None)
+    for k in ("log_every", "checkpoint_every", "keep_checkpoints"):
+        config["training"].pop(k, None)
+    return config
 
 
 def load_tuning(root, methods: Iterable[str] = study.MAIN, steps: int | None = None) -> dict:

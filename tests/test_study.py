@@ -272,6 +272,9 @@ def test_a_grid_point_that_is_the_curve_run_reuses_its_scores(tmp_path):
     # Another learning rate is another run: not reusable.
     assert not tuning._reusable(profile, "rs", steps, {"learning_rate": 1e-3}, tmp_path)
     assert tuning._reusable(profile, "rs", steps, own, tmp_path)
+    # Saved with another checkpoint cadence (an older run), it computed the same thing.
+    (run / "config.json").write_text(saved.replace('"checkpoint_every": 800', '"checkpoint_every": 400'))
+    assert tuning._reusable(profile, "rs", steps, own, tmp_path)
     # A curve run trained with another config (say, before the profile changed) is not it.
     (run / "config.json").write_text(saved.replace('"num_steps": 800', '"num_steps": 801'))
     assert not tuning._reusable(profile, "rs", steps, own, tmp_path)
