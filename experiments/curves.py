@@ -8,11 +8,11 @@ the test images: clean and noisy accuracy of one pass (noisy: at the profile's f
 sigma, for every method), and the certified accuracy at r = 0.25 and 0.5 of randomized
 smoothing and of the margin certificate.
 
-A method has *plateaued* at budget s when every one of its metrics (`CURVE_METRICS`)
-gained less than `tolerance` points from s / 2 to s; its curve stops there. The study's
-shared budget is the smallest budget at which every method has plateaued
-(`choose_budget`); a method that never plateaus within the budgets tried is named, with
-its own last budget.
+A method has *plateaued* at budget s when doubling s gained less than `tolerance`
+points on every one of its metrics (`CURVE_METRICS`): training longer than s no longer
+helps. Its curve stops once that doubling is seen (at 2 s). The study's shared budget is
+the smallest budget at which every method has plateaued (`choose_budget`); a method that
+never plateaus within the budgets tried is named, with its own last budget.
 
     python experiments/curves.py mnist runs/reproduce/mnist     # reproduce.py runs it first
 """
@@ -113,9 +113,9 @@ def curve_methods(methods: Iterable[str]) -> tuple:
 def run_curves(profile: dict, root, methods: Iterable[str] = study.MAIN, *,
                progress: bool = True, isolate: bool = False, tolerance: float = 1.0) -> dict:
     """The (method, budget) points, smallest budgets first (so an interrupted run already
-    has the start of every curve); a method stops at the budget where its curve has
-    plateaued (`plateau` at `tolerance`, which `choose_budget` must then use too): larger
-    budgets could not change the budget chosen, only cost.
+    has the start of every curve); a method stops once its plateau is seen (`plateau`
+    at `tolerance`, which `choose_budget` must then use too): larger budgets could not
+    change the budget chosen, only cost.
     -> {method: [points by budget]}. isolate: each point in a fresh Python process (see
     `study.run_study`)."""
     import subprocess
@@ -154,11 +154,12 @@ def load_curves(root, methods: Iterable[str] = study.MAIN) -> dict:
 
 
 def plateau(points: list, metrics: Iterable[str], tolerance: float = 1.0) -> Optional[int]:
-    """The smallest budget s whose every metric gained less than `tolerance` points over the
-    doubling before it (from the previous budget to s); None when no budget did."""
+    """The smallest budget s at which the curve has reached its plateau: doubling s (to the
+    next budget) gained less than `tolerance` points on every metric. None when no doubling
+    tried did (the curve may still be rising at the largest budget)."""
     for prev, cur in zip(points, points[1:]):
         if all(cur[k] - prev[k] < tolerance for k in metrics):
-            return cur["steps"]
+            return prev["steps"]
     return None
 
 
@@ -181,9 +182,9 @@ class Budget:
                     f"more over the last doubling tried ({gains}). Each method's plateau: {own}. "
                     f"The study trains every method for the largest budget tried, "
                     f"{self.largest} steps.")
-        return (f"Shared budget: {self.steps} steps, the smallest at which every method gained "
-                f"less than {self.tolerance:g} point over the last doubling on each of its "
-                f"metrics. Each method's plateau: {own}.")
+        return (f"Shared budget: {self.steps} steps, the smallest at which every method has "
+                f"reached its plateau: doubling it gained less than {self.tolerance:g} point on "
+                f"each of the method's metrics. Each method's plateau: {own}.")
 
 
 def choose_budget(curves: dict, tolerance: float = 1.0) -> Budget:

@@ -102,7 +102,7 @@ PROFILES = {
                       learning_rate=3e-3, sigmas=(0.25, 0.5), certify=_MNIST_CERTIFY,
                       attack=_MNIST_ATTACK,
                       adversarial=dict(eps=0.1, steps=3, step_size=0.08),
-                      curves=dict(budgets=(200, 400, 800, 1600, 3200, 6400), seed=0, holdout=500,
+                      curves=dict(budgets=(200, 400, 800, 1600, 3200, 6400, 12800), seed=0, holdout=500,
                                   certify=dict(n0=100, n=1000, alpha=1e-3, max_examples=200,
                                                skip=1, margin_samples=1000, batch_size=500)),
                       tuning=_GRID),

@@ -147,13 +147,14 @@ def _points(method, values):
 
 def test_the_shared_budget_is_where_every_curve_has_flattened():
     import curves
-    flat_early = _points("rs", [80.0, 90.0, 90.5, 90.7])     # +0.5 from 200 to 400: plateau at 400
-    flat_late = _points("hycas", [50.0, 70.0, 85.0, 85.9])   # plateau at 800
-    assert curves.plateau(flat_early, ("clean",)) == 400
-    assert curves.plateau(flat_late, curves.CURVE_METRICS["hycas"]) == 800
+    flat_early = _points("rs", [80.0, 90.0, 90.5, 90.7])     # 200 -> 400 gains 0.5: plateau at 200
+    flat_late = _points("hycas", [50.0, 70.0, 85.0, 85.9])   # 400 -> 800 gains 0.9: plateau at 400
+    assert curves.plateau(flat_early, ("clean",)) == 200
+    assert curves.plateau(flat_late, curves.CURVE_METRICS["hycas"]) == 400
     budget = curves.choose_budget({"rs": flat_early, "hycas": flat_late})
-    assert budget.steps == 800 and budget.per_method == {"rs": 400, "hycas": 800}
-    assert budget.sentence().startswith("Shared budget: 800 steps")
+    assert budget.steps == 400 and budget.per_method == {"rs": 200, "hycas": 400}
+    assert budget.sentence().startswith("Shared budget: 400 steps")
+    assert curves.plateau(flat_late[:3], curves.CURVE_METRICS["hycas"]) is None  # 800 not seen
     # A curve still rising at the largest budget: no shared budget, and it is named.
     rising = _points("at", [50.0, 60.0, 70.0, 80.0])
     budget = curves.choose_budget({"rs": flat_early, "at": rising})
@@ -166,7 +167,7 @@ def test_the_shared_budget_is_where_every_curve_has_flattened():
     mixed = _points("lipschitz", [80.0, 90.0, 90.5, 90.6])
     for p, v in zip(mixed, (10.0, 20.0, 30.0, 30.2)):
         p["margin r=0.5"] = v
-    assert curves.plateau(mixed, curves.CURVE_METRICS["lipschitz"]) == 800
+    assert curves.plateau(mixed, curves.CURVE_METRICS["lipschitz"]) == 400
 
 
 def test_the_schedule_runs_every_stage_once_the_main_question_first():
@@ -208,9 +209,9 @@ def test_a_curve_stops_at_its_plateau_and_the_others_go_on(tmp_path, monkeypatch
     monkeypatch.setattr(curves, "run_point", fake_point)
     out = curves.run_curves(profile, tmp_path, ["rs", "hycas"], progress=False)
     assert ran == [("rs", 100), ("hycas", 100), ("rs", 200), ("hycas", 200), ("rs", 400),
-                   ("hycas", 400), ("hycas", 800)]  # rs flat at 400: no 800 for it
+                   ("hycas", 400), ("hycas", 800)]  # rs flat from 200 (seen at 400): no 800 for it
     assert [p["steps"] for p in out["rs"]] == [100, 200, 400]
-    assert curves.choose_budget(out).per_method == {"rs": 400, "hycas": None}
+    assert curves.choose_budget(out).per_method == {"rs": 200, "hycas": None}
     # Resuming schedules nothing new.
     ran.clear()
     assert curves.run_curves(profile, tmp_path, ["rs", "hycas"], progress=False) == out
