@@ -170,6 +170,14 @@ class Budget:
     tolerance: float
     largest: int = 0               # the largest budget tried (the fallback)
     last_gain: dict = dataclasses.field(default_factory=dict)  # unflattened method -> (metric, points)
+    cap: Optional[int] = None      # the most steps the study trains for (the profile's max_steps)
+
+    @property
+    def study_steps(self) -> int:
+        """What the study trains every method for: the shared budget (the largest budget
+        tried when there is none), at most `cap`."""
+        steps = self.steps or self.largest
+        return min(steps, self.cap) if self.cap else steps
 
     def sentence(self) -> str:
         """The budget and its justification, in words."""
@@ -178,16 +186,30 @@ class Budget:
         if self.steps is None:
             late = [m for m, s in self.per_method.items() if s is None]
             gains = "; ".join(f"{m} {g:+.1f} points of {k}" for m, (k, g) in self.last_gain.items())
-            return (f"No shared budget: {', '.join(late)} still gained {self.tolerance:g} point or "
-                    f"more over the last doubling tried ({gains}). Each method's plateau: {own}. "
-                    f"The study trains every method for the largest budget tried, "
-                    f"{self.largest} steps.")
-        return (f"Shared budget: {self.steps} steps, the smallest at which every method has "
-                f"reached its plateau: doubling it gained less than {self.tolerance:g} point on "
-                f"each of the method's metrics. Each method's plateau: {own}.")
+            text = (f"No shared budget: {', '.join(late)} still gained {self.tolerance:g} point "
+                    f"or more over the last doubling tried ({gains}). Each method's plateau: "
+                    f"{own}.")
+        else:
+            text = (f"Shared budget: {self.steps} steps, the smallest at which every method has "
+                    f"reached its plateau: doubling it gained less than {self.tolerance:g} point "
+                    f"on each of the method's metrics. Each method's plateau: {own}.")
+        steps = self.steps or self.largest
+        if self.cap and self.cap < steps:
+            flat = [m for m, s in self.per_method.items() if s is not None and s <= self.cap]
+            rising = [m for m in self.per_method if m not in flat]
+            return (text + f" The 3-seed study is capped at {self.cap} steps for compute (the "
+                    "profile's max_steps; every doubling doubles its training time), so it "
+                    f"trains every method for {self.cap} steps: "
+                    + (f"{', '.join(flat)} had plateaued by then, " if flat else "")
+                    + f"{', '.join(rising)} had not. Each method's curve up to {self.largest} "
+                    "steps is in the table below.")
+        if self.steps is None:
+            return text + (f" The study trains every method for the largest budget tried, "
+                           f"{self.largest} steps.")
+        return text
 
 
-def choose_budget(curves: dict, tolerance: float = 1.0) -> Budget:
+def choose_budget(curves: dict, tolerance: float = 1.0, cap: Optional[int] = None) -> Budget:
     per = {m: plateau(points, CURVE_METRICS[m], tolerance) for m, points in curves.items()}
     steps = None if not per or any(s is None for s in per.values()) else max(per.values())
     largest = max((p["steps"] for points in curves.values() for p in points), default=0)
@@ -197,7 +219,7 @@ def choose_budget(curves: dict, tolerance: float = 1.0) -> Budget:
             prev, cur = points[-2], points[-1]
             k = max(CURVE_METRICS[m], key=lambda k: cur[k] - prev[k])
             gains[m] = (k, cur[k] - prev[k])
-    return Budget(steps, per, tolerance, largest, gains)
+    return Budget(steps, per, tolerance, largest, gains, cap)
 
 
 def plot_curves(curves: dict, path: Path, title: str = "") -> None:
@@ -250,7 +272,7 @@ def _main(argv) -> None:
         run_point(study.profile_from_json(argv[1]), argv[3], int(argv[4]), Path(argv[2]))
         return
     curves = run_curves(study.check_profile(argv[1]), Path(argv[2]), isolate=True)
-    print(choose_budget(curves).sentence())
+    print(choose_budget(curves, cap=study.check_profile(argv[1]).get("max_steps")).sentence())
 
 
 if __name__ == "__main__":

@@ -55,11 +55,13 @@ def main(argv):
     results = Path(FLAGS.results or ROOT / "results" / FLAGS.profile)
     if not FLAGS.report_only:
         # First the learning curves (on training data held out), which choose the budget
-        # every method then trains for; the largest budget tried if a curve never flattens.
+        # every method then trains for (the largest budget tried if a curve never flattens;
+        # at most the profile's max_steps).
         profile = study.check_profile(FLAGS.profile)
-        budget = curves.choose_budget(curves.run_curves(profile, workdir, methods, isolate=True))
+        budget = curves.choose_budget(curves.run_curves(profile, workdir, methods, isolate=True),
+                                      cap=profile.get("max_steps"))
         print(budget.sentence())
-        steps = budget.steps or max(curves.budgets(profile))
+        steps = budget.study_steps
         # Then the same grid for every method at that budget, chosen on the held-out data.
         hyper = tuning.winners(tuning.run_tuning(profile, workdir, steps, methods, isolate=True))
         study.run_study(FLAGS.profile, workdir, methods=methods, isolate=True,

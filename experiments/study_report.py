@@ -460,7 +460,7 @@ def _curves_section(root, out: Path, profile: dict) -> list:
     found = curves.load_curves(root)
     if not found:
         return []
-    budget = curves.choose_budget(found)
+    budget = curves.choose_budget(found, cap=profile.get("max_steps"))
     curves.plot_curves(found, out / "learning_curves.png",
                        f"{profile['dataset']}: learning curves (held-out training examples)")
     held = profile["curves"]
@@ -504,13 +504,13 @@ def write_progress_report(root, out_dir, profile_name: str, *, command: str = ""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     found = curves.load_curves(root)  # as the curves section shows them
-    budget = curves.choose_budget(found) if found else None
+    budget = curves.choose_budget(found, cap=profile.get("max_steps")) if found else None
     done = sum(len(v) for v in found.values())
     stopped = [m for m, pts in found.items() if curves.plateau(pts, curves.CURVE_METRICS[m])]
     left = sum(1 for m in curves.curve_methods(methods) if m not in stopped
                for b in curves.budgets(profile) if b > max((p["steps"] for p in found.get(m, [])),
                                                            default=0))
-    steps = (budget.steps if budget and budget.steps else max(curves.budgets(profile)))
+    steps = budget.study_steps if budget else max(curves.budgets(profile))
     profile["steps"] = steps
     tuned = sum(len(v) for v in tuning.load_tuning(root, steps=steps).values())
     seconds = sum(p["timings"].get(k, 0.0) for pts in found.values() for p in pts

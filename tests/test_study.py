@@ -163,6 +163,17 @@ def test_the_shared_budget_is_where_every_curve_has_flattened():
     assert budget.largest == 800 and budget.last_gain == {"at": ("clean", 10.0)}
     assert "(at +10.0 points of clean)" in budget.sentence()
     assert budget.sentence().endswith("for the largest budget tried, 800 steps.")
+    assert budget.study_steps == 800
+    # The profile's cap binds: every method trains for it, and those still rising are named.
+    capped = curves.choose_budget({"rs": flat_early, "at": rising}, cap=400)
+    assert capped.study_steps == 400 and capped.per_method == budget.per_method
+    words = capped.sentence()
+    assert "capped at 400 steps" in words and "rs had plateaued by then, at had not" in words
+    assert "largest budget tried" not in words
+    # A cap above the budget changes nothing.
+    assert curves.choose_budget({"rs": flat_early, "at": rising}, cap=1600).sentence() == budget.sentence()
+    shared = curves.choose_budget({"rs": flat_early, "hycas": flat_late}, cap=200)
+    assert shared.study_steps == 200 and "rs had plateaued by then, hycas had not" in shared.sentence()
     # One metric still rising keeps the method from its plateau.
     mixed = _points("lipschitz", [80.0, 90.0, 90.5, 90.6])
     for p, v in zip(mixed, (10.0, 20.0, 30.0, 30.2)):
