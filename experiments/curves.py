@@ -222,8 +222,13 @@ def choose_budget(curves: dict, tolerance: float = 1.0, cap: Optional[int] = Non
     return Budget(steps, per, tolerance, largest, gains, cap)
 
 
-def plot_curves(curves: dict, path: Path, title: str = "") -> None:
-    """One panel per metric, one line per method, steps on a log axis."""
+def _steps_label(s: int) -> str:
+    return f"{s / 1000:g}k" if s >= 1000 else str(s)
+
+
+def plot_curves(curves: dict, path: Path, title: str = "", study_steps: Optional[int] = None) -> None:
+    """One panel per metric, one line per method, steps on a log axis; a dashed line at
+    the budget the study trains for, when given."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -235,8 +240,11 @@ def plot_curves(curves: dict, path: Path, title: str = "") -> None:
             ax.plot(steps, [p[metric] for p in points], marker="o", label=study.METHODS[method].label)
         ax.set_xscale("log", base=2)
         steps = sorted({p["steps"] for points in curves.values() for p in points})
-        ax.set_xticks(steps, [f"{s:,}" for s in steps])
+        ax.set_xticks(steps, [_steps_label(s) for s in steps])
         ax.minorticks_off()
+        if study_steps:
+            ax.axvline(study_steps, color="0.4", linestyle="--", linewidth=1,
+                       label=f"the study's budget ({study_steps:,} steps)")
         ax.set_title(f"{metric} (%)")
         ax.grid(alpha=0.3)
     for ax in axes[-1]:

@@ -462,7 +462,8 @@ def _curves_section(root, out: Path, profile: dict) -> list:
         return []
     budget = curves.choose_budget(found, cap=profile.get("max_steps"))
     curves.plot_curves(found, out / "learning_curves.png",
-                       f"{profile['dataset']}: learning curves (held-out training examples)")
+                       f"{profile['dataset']}: learning curves (held-out training examples)",
+                       study_steps=budget.study_steps)
     held = profile["curves"]
     return ["## Learning curves and the budget", "",
             f"Each main method trained at up to {', '.join(str(b) for b in curves.budgets(profile))} "
