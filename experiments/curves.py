@@ -179,6 +179,13 @@ class Budget:
         steps = self.steps or self.largest
         return min(steps, self.cap) if self.cap else steps
 
+    def own_plateaus(self) -> dict:
+        """method -> the steps of its own plateau (the largest budget tried, when it has
+        none), for the methods whose plateau lies past `study_steps`: the study trains them
+        that long too."""
+        own = {m: s or self.largest for m, s in self.per_method.items()}
+        return {m: s for m, s in own.items() if s > self.study_steps}
+
     def sentence(self) -> str:
         """The budget and its justification, in words."""
         own = ", ".join(f"{m} {'not within ' + 'the budgets tried' if s is None else s}"
@@ -202,7 +209,11 @@ class Budget:
                     f"trains every method for {self.cap} steps: "
                     + (f"{', '.join(flat)} had plateaued by then, " if flat else "")
                     + f"{', '.join(rising)} had not. Each method's curve up to {self.largest} "
-                    "steps is in the table below.")
+                    "steps is in the table below; the study also trains "
+                    + ", ".join(f"{m} for {s} steps ("
+                                + ("its plateau" if self.per_method[m] else "the largest budget tried")
+                                + ")" for m, s in self.own_plateaus().items())
+                    + " on every seed and certifies them at the first sigma.")
         if self.steps is None:
             return text + (f" The study trains every method for the largest budget tried, "
                            f"{self.largest} steps.")

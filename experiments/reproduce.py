@@ -62,10 +62,13 @@ def main(argv):
                                       cap=profile.get("max_steps"))
         print(budget.sentence())
         steps = budget.study_steps
-        # Then the same grid for every method at that budget, chosen on the held-out data.
+        # Then the same grid for every method at that budget, chosen on the held-out data;
+        # the methods whose curves plateau past it also train to their own plateau (with the
+        # same tuned values).
         hyper = tuning.winners(tuning.run_tuning(profile, workdir, steps, methods, isolate=True))
         study.run_study(FLAGS.profile, workdir, methods=methods, isolate=True,
-                        seeds=FLAGS.seeds or None, steps=steps, hyper=hyper)
+                        seeds=FLAGS.seeds or None, steps=steps, hyper=hyper,
+                        own_plateau=budget.own_plateaus())
     command = "python " + " ".join(shlex.quote(a) for a in sys.argv)
     kwargs = {"reference": Path(FLAGS.reference)} if FLAGS.reference else {}
     if (workdir / "study.json").exists():

@@ -17,6 +17,9 @@ Which sigma each method meets:
   every sigma (their RS certificate smooths a model never trained with noise).
 Attacks run on every main method at the first sigma; the 'vote' rule smooths at
 the method's training sigma (0 for noise-free ones: the model itself).
+A method whose learning curve plateaus past the study's budget (the profile's
+`own_plateau`, which reproduce.py fills from the curves) is also trained to its own
+plateau on every seed and certified at the first sigma, in a workdir of its own.
 """
 from __future__ import annotations
 
@@ -156,10 +159,12 @@ class Job:
     train_sigma: float                 # input-noise sigma of training (0: none)
     certify_sigmas: tuple
     attack: bool
+    steps: Optional[int] = None        # None: the profile's budget; else the method's own plateau
 
     def workdir(self, root: Path) -> Path:
         sigma = f"sigma{self.train_sigma:g}" if METHODS[self.method].noise else "no_noise"
-        return Path(root) / "runs" / self.method / sigma / f"seed{self.seed}"
+        method = self.method if self.steps is None else f"{self.method}/steps{self.steps}"
+        return Path(root) / "runs" / method / sigma / f"seed{self.seed}"
 
 
 def check_profile(name: str) -> dict:
@@ -189,11 +194,17 @@ def jobs(profile: dict, methods: Iterable[str] = tuple(METHODS)) -> list[Job]:
                 continue
             for i, sigma in enumerate(sigmas[:1] if m.ablation else sigmas):
                 out.append(Job(name, seed, sigma, (sigma,), attack=not m.ablation and i == 0))
+    for name, steps in profile.get("own_plateau", {}).items():
+        if name in methods:
+            sigma = sigmas[0] if METHODS[name].noise else 0.0
+            out += [Job(name, seed, sigma, sigmas[:1], attack=False, steps=int(steps))
+                    for seed in profile["seeds"]]
     return out
 
 
 # The study's phases, in running order: what the verdicts need first.
-PHASES = ("certificates at the first sigma", "attacks", "the other sigmas", "ablations")
+PHASES = ("certificates at the first sigma", "late methods at their own plateau", "attacks",
+          "the other sigmas", "ablations")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -209,14 +220,19 @@ class Part:
 def schedule(profile: dict, methods: Iterable[str] = tuple(METHODS)) -> list[Part]:
     """The order the study runs its jobs' stages in, so that an interrupted study already
     answers the main question over every seed: (1) every main method's certificates at
-    the first sigma, seed by seed; (2) the attacks; (3) the other sigmas (noise-trained
-    methods trained at each, noise-free ones certified at each); (4) the ablations. Every
-    stage of every job (`jobs`) appears exactly once."""
+    the first sigma, seed by seed; (2) the methods whose curves plateau after the shared
+    budget, trained to their own plateau and certified at the first sigma (the profile's
+    `own_plateau`); (3) the attacks; (4) the other sigmas (noise-trained methods trained at
+    each, noise-free ones certified at each); (5) the ablations. Every stage of every job
+    (`jobs`) appears exactly once."""
     first = profile["sigmas"][0]
     phases = {name: [] for name in PHASES}
     for job in jobs(profile, methods):
+        if job.steps is not None:
+            phases[PHASES[1]].append(Part(job, job.certify_sigmas, False, PHASES[1]))
+            continue
         if METHODS[job.method].ablation:
-            phases[PHASES[3]].append(Part(job, job.certify_sigmas, job.attack, PHASES[3]))
+            phases[PHASES[4]].append(Part(job, job.certify_sigmas, job.attack, PHASES[4]))
             continue
         if job.train_sigma in (0.0, first):  # noise-free, or trained at the first sigma
             now = tuple(s for s in job.certify_sigmas if s == first)
@@ -226,9 +242,9 @@ def schedule(profile: dict, methods: Iterable[str] = tuple(METHODS)) -> list[Par
         if now:
             phases[PHASES[0]].append(Part(job, now, False, PHASES[0]))
         if job.attack:
-            phases[PHASES[1]].append(Part(job, (), True, PHASES[1]))
+            phases[PHASES[2]].append(Part(job, (), True, PHASES[2]))
         if later:
-            phases[PHASES[2]].append(Part(job, later, False, PHASES[2]))
+            phases[PHASES[3]].append(Part(job, later, False, PHASES[3]))
     return [part for name in PHASES for part in phases[name]]
 
 
@@ -252,10 +268,11 @@ def method_config(profile: dict, job: Job) -> ml_collections.ConfigDict:
     c.model.gate = m.gate
     t = c.training
     t.seed = job.seed
-    t.num_steps, t.batch_size = profile["steps"], profile["batch_size"]
+    steps = job.steps or profile["steps"]
+    t.num_steps, t.batch_size = steps, profile["batch_size"]
     t.learning_rate, t.warmup_steps = profile["learning_rate"], profile["warmup_steps"]
-    t.checkpoint_every = checkpoint_every(profile["steps"])
-    t.log_every = max(min(50, profile["steps"]), 1)
+    t.checkpoint_every = checkpoint_every(steps)
+    t.log_every = max(min(50, steps), 1)
     if m.adversarial:
         t.adversarial.enabled = True
         t.adversarial.update(profile["adversarial"])
@@ -348,7 +365,7 @@ def git_commit() -> str:
 def run_study(profile_name: str, root, *, methods: Iterable[str] = tuple(METHODS),
               progress: bool = True, isolate: bool = False,
               seeds: Optional[Iterable[int]] = None, steps: Optional[int] = None,
-              hyper: Optional[dict] = None) -> None:
+              hyper: Optional[dict] = None, own_plateau: Optional[dict] = None) -> None:
     """Runs (or resumes) every job of the profile under `root`, in `schedule`'s order.
 
     isolate: run each part of a job (`schedule`) in a fresh Python process. A long study in one
@@ -370,6 +387,8 @@ def run_study(profile_name: str, root, *, methods: Iterable[str] = tuple(METHODS
         profile["steps"] = int(steps)
     if hyper:  # method -> its tuned training values (tuning.py)
         profile["hyper"] = {m: dict(h) for m, h in hyper.items()}
+    if own_plateau:  # method -> the steps of its own plateau, past the shared budget (curves.py)
+        profile["own_plateau"] = {m: int(s) for m, s in own_plateau.items()}
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
     todo = jobs(profile, methods)

@@ -77,10 +77,10 @@ def collect(root) -> dict:
         raise FileNotFoundError(f"no study in {root} yet (study.json is written when the study "
                                 "stage starts, after the curves and the tuning)")
     meta = json.loads((root / "study.json").read_text())
-    runs = {}
+    runs, own, own_steps = {}, {}, {}
     for j in meta["jobs"]:
         job = study.Job(j["method"], j["seed"], j["train_sigma"], tuple(j["certify_sigmas"]),
-                        j["attack"])
+                        j["attack"], j.get("steps"))
         wd = job.workdir(root)
         final = wd / "final_metrics.json"
         if not final.exists():
@@ -91,8 +91,17 @@ def collect(root) -> dict:
                "timings": [json.loads(line) for line in
                            (wd / "study_timings.jsonl").read_text().splitlines()]
                if (wd / "study_timings.jsonl").exists() else []}
-        runs.setdefault((job.method, job.train_sigma), []).append(rec)
-    return {"meta": meta, "runs": runs}
+        if job.steps is None:
+            runs.setdefault((job.method, job.train_sigma), []).append(rec)
+        else:  # a late method at its own plateau: its own tables
+            own.setdefault((job.method, job.train_sigma), []).append(rec)
+            own_steps[job.method] = job.steps
+    return {"meta": meta, "runs": runs, "own": own, "own_steps": own_steps}
+
+
+def _own(data) -> dict:
+    """The runs at the methods' own plateaus, shaped like `collect`'s main runs."""
+    return {"meta": data["meta"], "runs": data.get("own", {})}
 
 
 # ----------------------------------------------------------------------------- statistics
@@ -180,16 +189,24 @@ def _overview(data, sigmas) -> str:
     return "\n".join(lines)
 
 
-def _cert_table(data, sigma, methods) -> str:
+def _cert_table(data, sigma, methods, steps: Optional[dict] = None) -> str:
+    """Certified accuracy per method and certificate; steps: (data, method -> its training
+    steps) pairs, a row per pair and a steps column (the own-plateau table)."""
     head = " | ".join(f"r={r:g}" for r in RADII)
-    lines = [f"| method | certificate | {head} | ACR | abstain (%) |",
-             "|---|---|" + "---:|" * (len(RADII) + 2)]
-    for m in methods:
+    if steps is None:
+        lines = [f"| method | certificate | {head} | ACR | abstain (%) |",
+                 "|---|---|" + "---:|" * (len(RADII) + 2)]
+        rows = [(data, m, "") for m in methods]
+    else:
+        lines = [f"| method | steps | certificate | {head} | ACR | abstain (%) |",
+                 "|---|---:|---|" + "---:|" * (len(RADII) + 2)]
+        rows = [(d, m, f" {by_method[m]} |") for m in methods for d, by_method in steps]
+    for data, m, col in rows:
         for cert in CERTIFICATES:
             if cert_stat(data, m, sigma, cert, "acr")[2] == 0:
                 continue
             cells = [fmt(cert_stat(data, m, sigma, cert, "certified", i)) for i in range(len(RADII))]
-            lines.append(f"| {study.METHODS[m].label} | {cert} | " + " | ".join(cells) +
+            lines.append(f"| {study.METHODS[m].label} |{col} {cert} | " + " | ".join(cells) +
                          f" | {fmt(cert_stat(data, m, sigma, cert, 'acr'), 3)} | "
                          f"{fmt(cert_stat(data, m, sigma, cert, 'abstain'))} |")
     return "\n".join(lines)
@@ -277,6 +294,30 @@ def _claims(data, sigmas) -> list[tuple[str, str, str, str, str, float]]:
                         attack_stat(data, hy, sigmas[0], "autoattack", rule, e),
                         attack_stat(data, other, _train_sigma(data, other, sigmas[0]),
                                     "autoattack", rule, e), images=attack_images)
+    # The late methods at their own plateau (each against its baseline at the baseline's own
+    # plateau, or at the shared budget when it had plateaued by then), first sigma only.
+    late = data.get("own_steps", {})
+    shared = data["meta"]["settings"].get("steps")
+    at = lambda m: (_own(data), late[m]) if m in late else (data, shared)  # noqa: E731
+    sigma = sigmas[0]
+    for hy in ("hycas", "hycas-budgeted"):
+        if hy not in late:
+            continue
+        (dh, sh), label = at(hy), study.METHODS[hy].label
+        for other, name, certs, radii in (
+                ("rs", "RS", ("RS",), [r for r in RADII if r <= 1.0]),
+                ("lipschitz", "deterministic Lipschitz networks", tuple(CERTIFICATES), RADII[:4])):
+            do, so = at(other)
+            if not cert_stat(do, other, sigma, certs[0], "acr")[2]:
+                continue
+            for cert in certs:
+                for r in radii:
+                    i = RADII.index(r)
+                    add(f"beats {name} in certified accuracy, each at its own plateau",
+                        f"{label} ({sh} steps) vs {study.METHODS[other].label} ({so} steps), "
+                        f"{cert} certificate (sigma={sigma:g}), r={r:g}",
+                        cert_stat(dh, hy, sigma, cert, "certified", i),
+                        cert_stat(do, other, sigma, cert, "certified", i))
     return rows
 
 
@@ -362,8 +403,17 @@ def _versions() -> str:
     return f"jax {jax.__version__}, flax {flax.__version__}, numpy {np.__version__}"
 
 
+def _groups(data):
+    """((method, training sigma), runs, label suffix): the shared budget's runs, then the
+    late methods' at their own plateau."""
+    out = [(key, runs, "") for key, runs in sorted(data["runs"].items())]
+    steps = data.get("own_steps", {})
+    return out + [(key, runs, f", {steps[key[0]]} steps")
+                  for key, runs in sorted(data.get("own", {}).items())]
+
+
 def _total_seconds(data) -> float:
-    return sum(v for runs in data["runs"].values() for r in runs for t in r["timings"]
+    return sum(v for _, runs, _ in _groups(data) for r in runs for t in r["timings"]
                for k, v in t.items() if k.endswith("_s"))
 
 
@@ -371,20 +421,20 @@ def stage_times(data) -> str:
     """Markdown: minutes per run of each stage (training, each certification, the attacks),
     mean over the runs of each (method, training sigma) that recorded it, and the devices
     they ran on (a stage resumed after an interruption counts its last process only)."""
-    stages = sorted({k for runs in data["runs"].values() for r in runs for t in r["timings"]
+    stages = sorted({k for _, runs, _ in _groups(data) for r in runs for t in r["timings"]
                      for k in t if k.endswith("_s")}, key=lambda k: (not k.startswith("train"), k))
     if not stages:
         return "No stage recorded a time."
     names = {k: k.removesuffix("_s").replace("_", " ") for k in stages}
     lines = ["| method | training sigma | runs | " + " | ".join(names[k] for k in stages)
              + " | device |", "|---|---:|---:|" + "---:|" * len(stages) + "---|"]
-    for (method, sigma), runs in sorted(data["runs"].items()):
+    for (method, sigma), runs, suffix in _groups(data):
         cells = []
         for k in stages:
             values = [t[k] for r in runs for t in r["timings"] if k in t]
             cells.append(f"{np.mean(values) / 60:.1f}" if values else "-")
         devices = sorted({t.get("device", "not recorded") for r in runs for t in r["timings"]})
-        lines.append(f"| {study.METHODS[method].label} | {sigma:g} | {len(runs)} | "
+        lines.append(f"| {study.METHODS[method].label}{suffix} | {sigma:g} | {len(runs)} | "
                      + " | ".join(cells) + f" | {', '.join(devices) or '-'} |")
     return "\n".join(lines)
 
@@ -602,6 +652,18 @@ def write_report(root, out_dir, *, reference: Path = REFERENCE, command: str = "
                f"![certified accuracy, sigma {sigma:g}](certified_sigma{sigma:g}.png)", ""]
         _plot_certified(data, sigma, main, out / f"certified_sigma{sigma:g}.png",
                         f"{profile['dataset']}: certified accuracy, sigma = {sigma:g}")
+    late = data.get("own_steps", {})
+    if late:
+        first = sigmas[0]
+        md += [f"## The late methods at their own plateau (sigma = {first:g})", "",
+               "The learning curves put these methods' plateaus past the shared budget of "
+               f"{profile['steps']} steps; the study also trains them to their own plateau "
+               "(the largest budget tried, for a curve that never flattened), with the values "
+               "tuned at the shared budget, on every seed, and certifies them as above. Each "
+               "method at the shared budget is the row above its own plateau's.", "",
+               _cert_table(None, first, list(late),
+                           steps=[(data, {m: profile["steps"] for m in late}), (_own(data), late)]),
+               ""]
     if abl:
         md += [f"## Ablations (sigma = {sigmas[0]:g}), next to full HyCAS", "",
                _cert_table(data, sigmas[0], ["hycas"] + abl), "",
@@ -677,9 +739,9 @@ def write_report(root, out_dir, *, reference: Path = REFERENCE, command: str = "
 def _json(data, sigmas) -> dict:
     """The per-seed numbers behind the tables."""
     out = {}
-    for (m, ts), runs in data["runs"].items():
+    for (m, ts), runs, suffix in _groups(data):
         for r in runs:
-            out.setdefault(m, {}).setdefault(f"train_sigma={ts:g}", []).append({
+            out.setdefault(m, {}).setdefault(f"train_sigma={ts:g}{suffix}", []).append({
                 "seed": r["seed"], "final": r["final"],
                 "certify": {f"{s:g}": {k: ({kk: (vv.tolist() if hasattr(vv, "tolist") else vv)
                                             for kk, vv in v.items()} if isinstance(v, dict) else v)

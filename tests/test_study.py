@@ -1,5 +1,6 @@
 """The reproduction study: job planning, verdicts, and a smoke-sized study
 whose RESULTS.md numbers are re-derived here from the runs' own logs."""
+import dataclasses
 import json
 import math
 import sys
@@ -68,9 +69,19 @@ def test_the_paper_table_is_parsed_not_typed(tmp_path):
 @pytest.mark.slow  # about 3 minutes on 2 cores: compiles two models' train, certify and attacks
 def test_smoke_study_report_regenerates_from_the_runs(tmp_path):
     root, out = tmp_path / "study", tmp_path / "results"
-    study.run_study("smoke", root, methods=["hycas", "rs"], progress=False)
+    late = {"hycas": 2 * study.PROFILES["smoke"]["steps"]}  # as if its curve plateaued later
+    study.run_study("smoke", root, methods=["hycas", "rs"], progress=False, own_plateau=late)
     path = study_report.write_report(root, out, reference=tmp_path / "no_reference")
     text = path.read_text()
+    # The late method at its own plateau: its own workdirs, table rows, claims and times.
+    for seed in study.PROFILES["smoke"]["seeds"]:
+        final = root / "runs" / "hycas" / f"steps{late['hycas']}" / "sigma0.25" / f"seed{seed}"
+        assert json.loads((final / "config.json").read_text())["training"]["num_steps"] == late["hycas"]
+    assert "## The late methods at their own plateau (sigma = 0.25)" in text
+    assert f"| HyCAS (RANI per block) | {late['hycas']} | RS |" in text
+    assert f"| HyCAS (RANI per block) | {study.PROFILES['smoke']['steps']} | RS |" in text
+    assert "beats RS in certified accuracy, each at its own plateau" in text
+    assert f"| HyCAS (RANI per block), {late['hycas']} steps | 0.25 |" in text
     for name in ("RESULTS.md", "certified_sigma0.25.png", "robust_accuracy.png", "results.json"):
         assert (out / name).exists()
     # Certified accuracy at r = 0 of the RS baseline, re-scored from each seed's TSV.
@@ -89,9 +100,11 @@ def test_smoke_study_report_regenerates_from_the_runs(tmp_path):
     assert "paper's table was not found" in text
     per_seed = json.loads((out / "results.json").read_text())
     assert len(per_seed["hycas"]["train_sigma=0.25"]) == len(study.PROFILES["smoke"]["seeds"])
+    assert len(per_seed["hycas"][f"train_sigma=0.25, {late['hycas']} steps"]) == len(
+        study.PROFILES["smoke"]["seeds"])
     # A second run finds every stage done and computes nothing.
     before = {p: p.stat().st_mtime for p in root.rglob("*.tsv")}
-    study.run_study("smoke", root, methods=["hycas", "rs"], progress=False)
+    study.run_study("smoke", root, methods=["hycas", "rs"], progress=False, own_plateau=late)
     assert {p: p.stat().st_mtime for p in root.rglob("*.tsv")} == before
     assert np.isfinite(study_report.mean_sd(values)[0])
 
@@ -169,11 +182,16 @@ def test_the_shared_budget_is_where_every_curve_has_flattened():
     assert capped.study_steps == 400 and capped.per_method == budget.per_method
     words = capped.sentence()
     assert "capped at 400 steps" in words and "rs had plateaued by then, at had not" in words
-    assert "largest budget tried" not in words
+    assert "every method for the largest budget tried" not in words
+    # The one still rising also trains for its last budget (it has no plateau to go to).
+    assert capped.own_plateaus() == {"at": 800} and budget.own_plateaus() == {}
+    assert words.endswith("the study also trains at for 800 steps (the largest budget tried) "
+                          "on every seed and certifies them at the first sigma.")
     # A cap above the budget changes nothing.
     assert curves.choose_budget({"rs": flat_early, "at": rising}, cap=1600).sentence() == budget.sentence()
     shared = curves.choose_budget({"rs": flat_early, "hycas": flat_late}, cap=200)
     assert shared.study_steps == 200 and "rs had plateaued by then, hycas had not" in shared.sentence()
+    assert shared.own_plateaus() == {"hycas": 400} and "hycas for 400 steps (its plateau)" in shared.sentence()
     # One metric still rising keeps the method from its plateau.
     mixed = _points("lipschitz", [80.0, 90.0, 90.5, 90.6])
     for p, v in zip(mixed, (10.0, 20.0, 30.0, 30.2)):
@@ -182,7 +200,7 @@ def test_the_shared_budget_is_where_every_curve_has_flattened():
 
 
 def test_the_schedule_runs_every_stage_once_the_main_question_first():
-    profile = study.PROFILES["mnist"]
+    profile = dict(study.PROFILES["mnist"], own_plateau={"hycas": 12800})
     parts = study.schedule(profile)
     first = profile["sigmas"][0]
     # Every job's every stage exactly once.
@@ -193,13 +211,24 @@ def test_the_schedule_runs_every_stage_once_the_main_question_first():
         (j, "attack") for j in study.jobs(profile) if j.attack}
     # Phases in order; the first certifies every main method at the first sigma, every seed.
     order = [study.PHASES.index(p.phase) for p in parts]
-    assert order == sorted(order) and set(order) == {0, 1, 2, 3}
+    assert order == sorted(order) and set(order) == {0, 1, 2, 3, 4}
     head = [p for p in parts if p.phase == study.PHASES[0]]
     assert {(p.job.method, p.job.seed) for p in head} == {
         (m, s) for m in study.MAIN for s in profile["seeds"]}
     assert all(p.certify_sigmas == (first,) and not p.attack for p in head)
     assert [p.job.seed for p in head] == sorted(p.job.seed for p in head)  # seed by seed
-    assert all(study.METHODS[p.job.method].ablation == (p.phase == study.PHASES[3]) for p in parts)
+    assert all(study.METHODS[p.job.method].ablation == (p.phase == study.PHASES[4]) for p in parts)
+    # Right after it: the late method trained to its own plateau, every seed, the first sigma
+    # only, in a workdir of its own.
+    late = [p for p in parts if p.phase == study.PHASES[1]]
+    assert [(p.job.method, p.job.steps, p.job.seed) for p in late] == [
+        ("hycas", 12800, s) for s in profile["seeds"]]
+    assert all(p.certify_sigmas == (first,) and not p.attack for p in late)
+    assert all(p.job.steps is None for p in parts if p.phase != study.PHASES[1])
+    job = late[0].job
+    assert job.workdir("r") != dataclasses.replace(job, steps=None).workdir("r")
+    assert study.method_config(profile, job).training.num_steps == 12800
+    assert study.method_config(profile, head[0].job).training.num_steps == profile["steps"]
 
 
 def test_a_curve_stops_at_its_plateau_and_the_others_go_on(tmp_path, monkeypatch):
