@@ -163,6 +163,10 @@ def plateau(points: list, metrics: Iterable[str], tolerance: float = 1.0) -> Opt
     return None
 
 
+def _and(words: list) -> str:
+    return ", ".join(words[:-1]) + (" and " if len(words) > 1 else "") + words[-1]
+
+
 @dataclasses.dataclass(frozen=True)
 class Budget:
     steps: Optional[int]           # the shared budget (None: some method never plateaued)
@@ -176,8 +180,8 @@ class Budget:
     def study_steps(self) -> int:
         """What the study trains every method for: the shared budget (the largest budget
         tried when there is none), at most `cap`."""
-        steps = self.steps or self.largest
-        return min(steps, self.cap) if self.cap else steps
+        steps = self.steps or self.largest  # 0: no curve at all
+        return min(steps, self.cap) if self.cap and steps else steps
 
     def own_plateaus(self) -> dict:
         """method -> the steps of its own plateau (the largest budget tried, when it has
@@ -198,22 +202,25 @@ class Budget:
                     f"{own}.")
         else:
             text = (f"Shared budget: {self.steps} steps, the smallest at which every method has "
-                    f"reached its plateau: doubling it gained less than {self.tolerance:g} point "
-                    f"on each of the method's metrics. Each method's plateau: {own}.")
+                    f"reached its plateau (the budget whose doubling gained less than "
+                    f"{self.tolerance:g} point on each of the method's metrics). Each method's "
+                    f"plateau: {own}.")
         steps = self.steps or self.largest
         if self.cap and self.cap < steps:
             flat = [m for m, s in self.per_method.items() if s is not None and s <= self.cap]
             rising = [m for m in self.per_method if m not in flat]
+            late = self.own_plateaus()
             return (text + f" The 3-seed study is capped at {self.cap} steps for compute (the "
                     "profile's max_steps; every doubling doubles its training time), so it "
                     f"trains every method for {self.cap} steps: "
-                    + (f"{', '.join(flat)} had plateaued by then, " if flat else "")
-                    + f"{', '.join(rising)} had not. Each method's curve up to {self.largest} "
-                    "steps is in the table below; the study also trains "
-                    + ", ".join(f"{m} for {s} steps ("
-                                + ("its plateau" if self.per_method[m] else "the largest budget tried")
-                                + ")" for m, s in self.own_plateaus().items())
-                    + " on every seed and certifies them at the first sigma.")
+                    + (f"{_and(flat)} had plateaued by then; " if flat else "")
+                    + f"{_and(rising)} had not. Each method's curve up to {self.largest} "
+                    "steps is in the table below. The study also trains "
+                    + _and([f"{m} for {s} steps ("
+                            + ("its plateau" if self.per_method[m] else "the largest budget tried")
+                            + ")" for m, s in late.items()])
+                    + f" on every seed and certifies {'it' if len(late) == 1 else 'them'} at "
+                    "the first sigma.")
         if self.steps is None:
             return text + (f" The study trains every method for the largest budget tried, "
                            f"{self.largest} steps.")

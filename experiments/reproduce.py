@@ -61,7 +61,7 @@ def main(argv):
         budget = curves.choose_budget(curves.run_curves(profile, workdir, methods, isolate=True),
                                       cap=profile.get("max_steps"))
         print(budget.sentence())
-        steps = budget.study_steps
+        steps = budget.study_steps or max(curves.budgets(profile))  # no curve: the largest
         # Then the same grid for every method at that budget, chosen on the held-out data;
         # the methods whose curves plateau past it also train to their own plateau (with the
         # same tuned values).

@@ -194,11 +194,11 @@ def jobs(profile: dict, methods: Iterable[str] = tuple(METHODS)) -> list[Job]:
                 continue
             for i, sigma in enumerate(sigmas[:1] if m.ablation else sigmas):
                 out.append(Job(name, seed, sigma, (sigma,), attack=not m.ablation and i == 0))
-    for name, steps in profile.get("own_plateau", {}).items():
-        if name in methods:
-            sigma = sigmas[0] if METHODS[name].noise else 0.0
-            out += [Job(name, seed, sigma, sigmas[:1], attack=False, steps=int(steps))
-                    for seed in profile["seeds"]]
+    for seed in profile["seeds"]:  # the late methods at their own plateau, seed-major too
+        for name, steps in (profile.get("own_plateau") or {}).items():
+            if name in methods:
+                sigma = sigmas[0] if METHODS[name].noise else 0.0
+                out.append(Job(name, seed, sigma, sigmas[:1], attack=False, steps=int(steps)))
     return out
 
 

@@ -80,7 +80,21 @@ def test_smoke_study_report_regenerates_from_the_runs(tmp_path):
     assert "## The late methods at their own plateau (sigma = 0.25)" in text
     assert f"| HyCAS (RANI per block) | {late['hycas']} | RS |" in text
     assert f"| HyCAS (RANI per block) | {study.PROFILES['smoke']['steps']} | RS |" in text
-    assert "beats RS in certified accuracy, each at its own plateau" in text
+    assert "| HyCAS beats RS in certified accuracy, each at its own budget |" in text
+    assert (f"HyCAS (RANI per block) ({late['hycas']} steps) vs RS baseline (plain CNN, noise "
+            f"training) ({study.PROFILES['smoke']['steps']} steps), RS certificate") in text
+    # Its row is its own runs' numbers: certified accuracy at r = 0, re-scored from each TSV.
+    values = []
+    for seed in study.PROFILES["smoke"]["seeds"]:
+        log = certify_paths(root / "runs" / "hycas" / f"steps{late['hycas']}" / "sigma0.25"
+                            / f"seed{seed}", 0.25)["log"]
+        rows = certify_report.read_log(log)
+        values.append(100 * certify_report.certified_accuracy(
+            rows["predict"], rows["label"], rows["radius"], (0.0,))[0])
+    row = next(line for line in text.splitlines()
+               if line.startswith(f"| HyCAS (RANI per block) | {late['hycas']} | RS |"))
+    assert row.split("|")[4].strip() == study_report.fmt(study_report.mean_sd(values))
+    assert f"Runs finished: {3 * len(study.PROFILES['smoke']['seeds'])} of" in text
     assert f"| HyCAS (RANI per block), {late['hycas']} steps | 0.25 |" in text
     for name in ("RESULTS.md", "certified_sigma0.25.png", "robust_accuracy.png", "results.json"):
         assert (out / name).exists()
@@ -96,7 +110,7 @@ def test_smoke_study_report_regenerates_from_the_runs(tmp_path):
     row = next(line for line in text.splitlines()
                if line.startswith("| RS baseline") and "| RS |" in line)
     assert row.split("|")[3].strip() == study_report.fmt(study_report.mean_sd(values))
-    assert "HyCAS beats RS in certified accuracy" in text
+    assert "| HyCAS beats RS in certified accuracy |" in text
     assert "paper's table was not found" in text
     per_seed = json.loads((out / "results.json").read_text())
     assert len(per_seed["hycas"]["train_sigma=0.25"]) == len(study.PROFILES["smoke"]["seeds"])
@@ -181,16 +195,18 @@ def test_the_shared_budget_is_where_every_curve_has_flattened():
     capped = curves.choose_budget({"rs": flat_early, "at": rising}, cap=400)
     assert capped.study_steps == 400 and capped.per_method == budget.per_method
     words = capped.sentence()
-    assert "capped at 400 steps" in words and "rs had plateaued by then, at had not" in words
+    assert "capped at 400 steps" in words and "rs had plateaued by then; at had not" in words
     assert "every method for the largest budget tried" not in words
     # The one still rising also trains for its last budget (it has no plateau to go to).
     assert capped.own_plateaus() == {"at": 800} and budget.own_plateaus() == {}
-    assert words.endswith("the study also trains at for 800 steps (the largest budget tried) "
-                          "on every seed and certifies them at the first sigma.")
+    assert words.endswith("The study also trains at for 800 steps (the largest budget tried) "
+                          "on every seed and certifies it at the first sigma.")
+    # No curve at all: nothing to cap (reproduce.py falls back to the profile's largest budget).
+    assert curves.choose_budget({}, cap=400).study_steps == 0
     # A cap above the budget changes nothing.
     assert curves.choose_budget({"rs": flat_early, "at": rising}, cap=1600).sentence() == budget.sentence()
     shared = curves.choose_budget({"rs": flat_early, "hycas": flat_late}, cap=200)
-    assert shared.study_steps == 200 and "rs had plateaued by then, hycas had not" in shared.sentence()
+    assert shared.study_steps == 200 and "rs had plateaued by then; hycas had not" in shared.sentence()
     assert shared.own_plateaus() == {"hycas": 400} and "hycas for 400 steps (its plateau)" in shared.sentence()
     # One metric still rising keeps the method from its plateau.
     mixed = _points("lipschitz", [80.0, 90.0, 90.5, 90.6])
