@@ -176,6 +176,36 @@ def _methods_present(data, ablation: bool):
             and any(k[0] == m for k in data["runs"])]
 
 
+def _ablation_margin_note(data, methods, sigma) -> str:
+    """Why the ablations have no margin certificate, with the radius it could have given."""
+    caps = _margin_caps(data, methods, sigma)
+    text = ("The ablations are certified by RS only (at half the cost): a margin certificate's "
+            "radius is at most sqrt(2) x (logit clip) / L, here "
+            + ("; ".join(caps.values()) or "not known yet (no run has finished)"))
+    reach = [m for m, words in caps.items() if float(words.rsplit("<= ", 1)[1]) >= RADII[1]]
+    if not caps:
+        return text + "."
+    if not reach:
+        return text + f": below r = {RADII[1]:g}, the smallest nonzero radius reported."
+    return (text + f". For {', '.join(study.METHODS[m].label for m in reach)} that reaches "
+            f"r = {RADII[1]:g}, so leaving the margin certificate out loses something there.")
+
+
+def _margin_caps(data, methods, sigma) -> dict:
+    """method -> words: the largest radius its margin certificate could give, sqrt(2) c / L
+    with the certification's logit clip c and the smallest bound L over its runs."""
+    parts = {}
+    for m in methods:
+        job = study.Job(m, 0, sigma, (sigma,), attack=False)
+        clip = study.method_config(data["meta"]["settings"], job).certify.logit_bound
+        bounds = [r["final"].get("lipschitz_bound") for r in _runs(data, m, _train_sigma(data, m, sigma))]
+        bounds = [b for b in bounds if b]
+        if bounds:
+            parts[m] = (f"{study.METHODS[m].label} L >= {min(bounds):.1f}, radius <= "
+                        f"{math.sqrt(2) * clip / min(bounds):.3f}")
+    return parts
+
+
 def _overview(data, sigmas) -> str:
     lines = ["| method | trained with noise sigma | clean test accuracy (%) | "
              "network Lipschitz bound L |", "|---|---|---|---|"]
@@ -673,6 +703,7 @@ def write_report(root, out_dir, *, reference: Path = REFERENCE, command: str = "
                ""]
     if abl:
         md += [f"## Ablations (sigma = {sigmas[0]:g}), next to full HyCAS", "",
+               _ablation_margin_note(data, abl, sigmas[0]), "",
                _cert_table(data, sigmas[0], ["hycas"] + abl), "",
                f"![ablations](ablations_sigma{sigmas[0]:g}.png)", ""]
         _plot_certified(data, sigmas[0], ["hycas"] + abl, out / f"ablations_sigma{sigmas[0]:g}.png",

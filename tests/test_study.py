@@ -245,6 +245,9 @@ def test_the_schedule_runs_every_stage_once_the_main_question_first():
     assert job.workdir("r") != dataclasses.replace(job, steps=None).workdir("r")
     assert study.method_config(profile, job).training.num_steps == 12800
     assert study.method_config(profile, head[0].job).training.num_steps == profile["steps"]
+    # Ablations are certified by RS alone; every main method by both certificates.
+    assert all(study.method_config(profile, p.job).certify.margin
+               != study.METHODS[p.job.method].ablation for p in parts)
 
 
 def test_a_curve_stops_at_its_plateau_and_the_others_go_on(tmp_path, monkeypatch):
@@ -394,3 +397,19 @@ def test_a_report_of_an_unfinished_curve_stage_says_how_far_it_got(tmp_path):
     assert "tuning: no grid point finished yet" in text and "has not started, so there are no verdicts" in text
     assert "So far, no shared budget" in text and "| RS baseline" in text
     assert (tmp_path / "out" / "learning_curves.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_the_ablations_margin_note_gives_the_radius_their_bounds_allow():
+    """Ablations skip the margin certificate; the report says what radius it could have
+    reached (sqrt(2) x clip / L) and flags a method whose bound would let it reach r = 0.25."""
+    settings = dict(study.PROFILES["mnist"], steps=6400)
+    data = {"meta": {"settings": settings},
+            "runs": {("abl-sncan", 0.25): [{"final": {"lipschitz_bound": 300.0}},
+                                           {"final": {"lipschitz_bound": 400.0}}],
+                     ("abl-fdpan", 0.25): [{"final": {"lipschitz_bound": 20.0}}]}}
+    note = study_report._ablation_margin_note(data, ["abl-sncan"], 0.25)
+    assert f"L >= 300.0, radius <= {math.sqrt(2) * 10.0 / 300:.3f}" in note
+    assert note.endswith("below r = 0.25, the smallest nonzero radius reported.")
+    note = study_report._ablation_margin_note(data, ["abl-sncan", "abl-fdpan"], 0.25)
+    assert "For HyCAS, FDPAN stream only that reaches r = 0.25" in note
+    assert "not known yet" in study_report._ablation_margin_note(data, ["abl-rpfan"], 0.25)
