@@ -181,8 +181,10 @@ def _ablation_margin_note(data, methods, sigma) -> str:
     caps = _margin_caps(data, methods, sigma)
     text = ("The ablations are certified by RS only (at half the cost): a margin certificate's "
             "radius is at most sqrt(2) x (logit clip) / L, here "
-            + ("; ".join(caps.values()) or "not known yet (no run has finished)"))
-    reach = [m for m, words in caps.items() if float(words.rsplit("<= ", 1)[1]) >= RADII[1]]
+            + ("; ".join(f"{study.METHODS[m].label} L >= {bound:.1f}, radius <= {radius:.3f}"
+                         for m, (bound, radius) in caps.items())
+               or "not known yet (no run has finished)"))
+    reach = [m for m, (_, radius) in caps.items() if radius >= RADII[1]]
     if not caps:
         return text + "."
     if not reach:
@@ -192,18 +194,17 @@ def _ablation_margin_note(data, methods, sigma) -> str:
 
 
 def _margin_caps(data, methods, sigma) -> dict:
-    """method -> words: the largest radius its margin certificate could give, sqrt(2) c / L
-    with the certification's logit clip c and the smallest bound L over its runs."""
-    parts = {}
+    """method -> (L, radius): the smallest bound L over its runs and the largest radius its
+    margin certificate could give, sqrt(2) c / L with the certification's logit clip c."""
+    caps = {}
     for m in methods:
         job = study.Job(m, 0, sigma, (sigma,), attack=False)
         clip = study.method_config(data["meta"]["settings"], job).certify.logit_bound
         bounds = [r["final"].get("lipschitz_bound") for r in _runs(data, m, _train_sigma(data, m, sigma))]
         bounds = [b for b in bounds if b]
         if bounds:
-            parts[m] = (f"{study.METHODS[m].label} L >= {min(bounds):.1f}, radius <= "
-                        f"{math.sqrt(2) * clip / min(bounds):.3f}")
-    return parts
+            caps[m] = (min(bounds), math.sqrt(2) * clip / min(bounds))
+    return caps
 
 
 def _overview(data, sigmas) -> str:
