@@ -233,7 +233,11 @@ def test_the_schedule_runs_every_stage_once_the_main_question_first():
         (m, s) for m in study.MAIN for s in profile["seeds"]}
     assert all(p.certify_sigmas == (first,) and not p.attack for p in head)
     assert [p.job.seed for p in head] == sorted(p.job.seed for p in head)  # seed by seed
-    assert all(study.METHODS[p.job.method].ablation == (p.phase == study.PHASES[4]) for p in parts)
+    assert all(study.METHODS[p.job.method].ablation == (p.phase == study.PHASES[3]) for p in parts)
+    # The other sigmas come last: the ablations the question asks for run before them.
+    assert all((p.phase == study.PHASES[4]) == (first not in p.certify_sigmas and not p.attack
+                                                 and not study.METHODS[p.job.method].ablation)
+               for p in parts)
     # Right after it: the late method trained to its own plateau, every seed, the first sigma
     # only, in a workdir of its own.
     late = [p for p in parts if p.phase == study.PHASES[1]]
