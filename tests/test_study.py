@@ -3,6 +3,7 @@ whose RESULTS.md numbers are re-derived here from the runs' own logs."""
 import dataclasses
 import json
 import math
+import shutil
 import sys
 from pathlib import Path
 
@@ -116,6 +117,26 @@ def test_smoke_study_report_regenerates_from_the_runs(tmp_path):
     assert len(per_seed["hycas"]["train_sigma=0.25"]) == len(study.PROFILES["smoke"]["seeds"])
     assert len(per_seed["hycas"][f"train_sigma=0.25, {late['hycas']} steps"]) == len(
         study.PROFILES["smoke"]["seeds"])
+    assert "In progress" not in text and ", in progress" not in text.splitlines()[0]
+    # A study stopped part-way: the unfinished certification (no summary yet) and the missing
+    # run are left out, and the report says how far it got and which phase runs now.
+    partial = tmp_path / "partial"
+    shutil.copytree(root, partial)
+    certify_paths(partial / "runs" / "rs" / "sigma0.25" / "seed1", 0.25)["summary"].unlink()
+    shutil.rmtree(partial / "runs" / "hycas" / f"steps{late['hycas']}" / "sigma0.25" / "seed1")
+    parts = study.schedule(study.profile_from_json(json.dumps(
+        json.loads((root / "study.json").read_text())["settings"])), ["hycas", "rs"])
+    assert study_report.study_progress(root, json.loads((root / "study.json").read_text())) == (
+        len(parts), len(parts), None)
+    text = study_report.write_report(partial, tmp_path / "partial_results",
+                                     reference=tmp_path / "no_reference").read_text()
+    assert text.splitlines()[0].endswith(", in progress")
+    assert (f"**In progress**: {len(parts) - 2} of {len(parts)} parts of the study finished; "
+            f"now running the phase '{study.PHASES[0]}'") in text
+    row = next(line for line in text.splitlines()
+               if line.startswith("| RS baseline") and "| RS |" in line)
+    assert row.split("|")[3].strip().endswith("(1)")
+    assert f"Runs finished: {3 * len(study.PROFILES['smoke']['seeds']) - 1} of" in text
     # A second run finds every stage done and computes nothing.
     before = {p: p.stat().st_mtime for p in root.rglob("*.tsv")}
     study.run_study("smoke", root, methods=["hycas", "rs"], progress=False, own_plateau=late)
