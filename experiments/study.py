@@ -366,6 +366,14 @@ def git_commit() -> str:
         return "unknown"
 
 
+def study_meta(profile_name: str, profile: dict, todo: list, commits: list) -> dict:
+    """study.json: the profile as run, the commits that ran it, the methods and the jobs."""
+    return {"profile": profile_name, "settings": profile, "commits": commits,
+            "methods": {k: dataclasses.asdict(METHODS[k])
+                        for k in dict.fromkeys(j.method for j in todo)},
+            "jobs": [dataclasses.asdict(j) for j in todo]}
+
+
 def run_study(profile_name: str, root, *, methods: Iterable[str] = tuple(METHODS),
               progress: bool = True, isolate: bool = False,
               seeds: Optional[Iterable[int]] = None, steps: Optional[int] = None,
@@ -400,10 +408,7 @@ def run_study(profile_name: str, root, *, methods: Iterable[str] = tuple(METHODS
     # The code each invocation ran with: a resumed study may span commits.
     commits = json.loads(meta_path.read_text()).get("commits", []) if meta_path.exists() else []
     commits.append(git_commit())
-    meta_path.write_text(json.dumps(
-        {"profile": profile_name, "settings": profile, "commits": commits,
-         "methods": {k: dataclasses.asdict(METHODS[k]) for k in dict.fromkeys(j.method for j in todo)},
-         "jobs": [dataclasses.asdict(j) for j in todo]}, indent=2))
+    meta_path.write_text(json.dumps(study_meta(profile_name, profile, todo, commits), indent=2))
     parts = schedule(profile, methods)
     with tqdm(parts, desc="study", unit="part", disable=not progress, dynamic_ncols=True) as bar:
         for part in bar:

@@ -229,6 +229,8 @@ def _margin_caps(data, methods, sigma) -> dict:
 
 
 def _overview(data, sigmas) -> str:
+    if not data["runs"]:
+        return "No run has finished training yet."
     lines = ["| method | trained with noise sigma | clean test accuracy (%) | "
              "network Lipschitz bound L |", "|---|---|---|---|"]
     for m in list(study.METHODS):
@@ -404,6 +406,8 @@ def plain_words(verdicts, diffs) -> str:
 
 
 def _verdict_summary(rows) -> str:
+    if not rows:
+        return "No comparison yet: no method's certificates or attacks have finished."
     by_claim = {}
     for claim, _, _, _, v, d in rows:
         by_claim.setdefault(claim, []).append((v.split(" (")[0], d))
@@ -507,7 +511,8 @@ def _figure(**kwargs):
     return fig
 
 
-def _plot_certified(data, sigma, methods, path: Path, title: str) -> None:
+def _plot_certified(data, sigma, methods, path: Path, title: str) -> bool:
+    """Draws the certified-accuracy curves; False (and no file) when there is nothing to draw."""
     fig = _figure(figsize=(7, 4.5))
     ax = fig.add_subplot()
     for m in methods:
@@ -520,6 +525,9 @@ def _plot_certified(data, sigma, methods, path: Path, title: str) -> None:
             line, = ax.plot(RADII, mean, style, marker="o", ms=3,
                             label=f"{study.METHODS[m].label}, {cert}")
             ax.fill_between(RADII, mean - sd, mean + sd, color=line.get_color(), alpha=0.15)
+    if not ax.get_legend_handles_labels()[0]:
+        path.unlink(missing_ok=True)  # no stale figure from an earlier report
+        return False
     ax.set_xlabel("l2 radius r")
     ax.set_ylabel("certified accuracy (%)")
     ax.set_title(title)
@@ -528,35 +536,45 @@ def _plot_certified(data, sigma, methods, path: Path, title: str) -> None:
     ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
+    return True
 
 
-def _plot_attacks(data, sigma, path: Path) -> None:
+def _plot_attacks(data, sigma, path: Path) -> bool:
+    """Draws robust accuracy against eps; False (and no file) when there is nothing to draw."""
     s, _ = _attack_settings(data)
     if s is None:
-        return
+        path.unlink(missing_ok=True)
+        return False
     eps = [0.0] + list(s["eps"])
+    run = list(data["meta"]["settings"]["attack"]["attacks"])
+    attack = "autoattack" if "autoattack" in run else run[-1]  # the strongest the study ran
     fig = _figure(figsize=(10, 4))
     axes = fig.subplots(1, 2, sharey=True)
     for ax, rule in zip(axes, ("single", "vote")):
         for m in _methods_present(data, ablation=False):
             ts = _train_sigma(data, m, sigma)
             stats = [attack_stat(data, m, ts, "clean", rule, 0.0)] + [
-                attack_stat(data, m, ts, "autoattack", rule, e) for e in s["eps"]]
+                attack_stat(data, m, ts, attack, rule, e) for e in s["eps"]]
             if any(st[2] == 0 for st in stats):
                 continue
             mean = np.array([st[0] for st in stats])
             sd = np.nan_to_num(np.array([st[1] for st in stats]))
             ax.errorbar(eps, mean, yerr=sd, marker="o", ms=3, capsize=3,
                         label=study.METHODS[m].label)
-        ax.set_title(f"AutoAttack-rand (linf), {rule} rule")
+        ax.set_title(f"{'AutoAttack-rand' if attack == 'autoattack' else attack.upper()} "
+                     f"(linf), {rule} rule")
         ax.set_xlabel("linf eps")
         ax.grid(alpha=0.3)
+    if not any(ax.get_legend_handles_labels()[0] for ax in axes):
+        path.unlink(missing_ok=True)
+        return False
     axes[0].set_ylabel("robust accuracy (%)")
     axes[0].set_ylim(0, 100)
     if axes[1].get_legend_handles_labels()[0]:
         axes[1].legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
+    return True
 
 
 # ----------------------------------------------------------------------------- the report
@@ -587,6 +605,7 @@ def _curves_section(root, out: Path, profile: dict) -> list:
 
 def _tuning_section(root, profile: dict) -> list:
     """The grid, every point's held-out score and the winners (nothing when not run)."""
+    import curves
     import tuning
     found = tuning.load_tuning(root, steps=profile["steps"])
     if not found:
@@ -598,7 +617,10 @@ def _tuning_section(root, profile: dict) -> list:
             f"Lipschitz-type models (all but the plain CNN) logit temperature "
             f"{', '.join(format(v, 'g') for v in grid['temperatures'])}. Each run is scored on the "
             "held-out training examples (never the test images) by the mean of the metrics its "
-            "learning curve uses; the best is what the study below trains with.", "",
+            "learning curve uses ("
+            + "; ".join(f"{study.METHODS[m].label}: {', '.join(curves.CURVE_METRICS[m])}"
+                        for m in found if m in curves.CURVE_METRICS)
+            + "); the best is what the study below trains with.", "",
             tuning.tuning_table(found), ""]
 
 
@@ -711,11 +733,14 @@ def write_report(root, out_dir, *, reference: Path = REFERENCE, command: str = "
           "sigma (the model itself for noise-free methods), and the attacks see that noise.",
           "", "## Methods", "", _overview(data, sigmas), ""]
     for sigma in sigmas:
-        md += [f"## Certified accuracy (%), sigma = {sigma:g}", "",
-               _cert_table(data, sigma, main), "",
-               f"![certified accuracy, sigma {sigma:g}](certified_sigma{sigma:g}.png)", ""]
-        _plot_certified(data, sigma, main, out / f"certified_sigma{sigma:g}.png",
-                        f"{profile['dataset']}: certified accuracy, sigma = {sigma:g}")
+        md += [f"## Certified accuracy (%), sigma = {sigma:g}", ""]
+        if any(cert_stat(data, m, sigma, c, "acr")[2] for m in main for c in CERTIFICATES):
+            md += [_cert_table(data, sigma, main), ""]
+        else:
+            md += [f"No certification at sigma {sigma:g} has finished yet.", ""]
+        if _plot_certified(data, sigma, main, out / f"certified_sigma{sigma:g}.png",
+                           f"{profile['dataset']}: certified accuracy, sigma = {sigma:g}"):
+            md += [f"![certified accuracy, sigma {sigma:g}](certified_sigma{sigma:g}.png)", ""]
     late = data.get("own_steps", {})
     if late:
         first = sigmas[0]
@@ -733,14 +758,15 @@ def write_report(root, out_dir, *, reference: Path = REFERENCE, command: str = "
     if abl:
         md += [f"## Ablations (sigma = {sigmas[0]:g}), next to full HyCAS", "",
                _ablation_margin_note(data, abl, sigmas[0]), "",
-               _cert_table(data, sigmas[0], ["hycas"] + abl), "",
-               f"![ablations](ablations_sigma{sigmas[0]:g}.png)", ""]
-        _plot_certified(data, sigmas[0], ["hycas"] + abl, out / f"ablations_sigma{sigmas[0]:g}.png",
-                        f"{profile['dataset']}: ablations, sigma = {sigmas[0]:g}")
+               _cert_table(data, sigmas[0], ["hycas"] + abl), ""]
+        if _plot_certified(data, sigmas[0], ["hycas"] + abl,
+                           out / f"ablations_sigma{sigmas[0]:g}.png",
+                           f"{profile['dataset']}: ablations, sigma = {sigmas[0]:g}"):
+            md += [f"![ablations](ablations_sigma{sigmas[0]:g}.png)", ""]
     md += [f"## Empirical robustness (%), linf, methods trained at sigma = {sigmas[0]:g} "
-           "(or without noise)", "", _attack_table(data, sigmas[0]), "",
-           "![robust accuracy](robust_accuracy.png)", ""]
-    _plot_attacks(data, sigmas[0], out / "robust_accuracy.png")
+           "(or without noise)", "", _attack_table(data, sigmas[0]), ""]
+    if _plot_attacks(data, sigmas[0], out / "robust_accuracy.png"):
+        md += ["![robust accuracy](robust_accuracy.png)", ""]
     claims = _claims(data, sigmas)
     md += ["## Do our numbers support the paper's claims?", "",
            "Each comparison below is HyCAS against one baseline under identical settings; "

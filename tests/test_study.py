@@ -406,6 +406,21 @@ def test_a_report_before_the_study_has_started_says_so(tmp_path):
         study_report.write_report(tmp_path, tmp_path / "out")
 
 
+def test_a_study_with_no_finished_run_says_so_instead_of_empty_tables(tmp_path):
+    profile = study.PROFILES["smoke"]
+    todo = study.jobs(profile, ("hycas", "rs"))
+    (tmp_path / "study.json").write_text(json.dumps(study.study_meta("smoke", profile, todo, [])))
+    out = tmp_path / "results"
+    text = study_report.write_report(tmp_path, out, reference=tmp_path / "none").read_text()
+    assert text.splitlines()[0].endswith(", in progress")
+    assert f"Runs finished: 0 of {len(todo)} jobs" in text
+    assert "**In progress**: 0 of" in text
+    for line in ("No run has finished training yet.", "No certification at sigma 0.25 has "
+                 "finished yet.", "No attack results yet.", "No comparison yet"):
+        assert line in text
+    assert "![" not in text and not list(out.glob("*.png"))  # no empty figure, no dead link
+
+
 def test_a_report_of_an_unfinished_curve_stage_says_how_far_it_got(tmp_path):
     import curves
     for method, values in (("rs", [80.0, 90.0]), ("hycas", [50.0, 70.0])):
