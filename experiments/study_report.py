@@ -407,7 +407,8 @@ def plain_words(verdicts, diffs) -> str:
 
 def _verdict_summary(rows) -> str:
     if not rows:
-        return "No comparison yet: no method's certificates or attacks have finished."
+        return ("No comparison yet: each needs a HyCAS model and a baseline with the same "
+                "certificate or attack finished.")
     by_claim = {}
     for claim, _, _, _, v, d in rows:
         by_claim.setdefault(claim, []).append((v.split(" (")[0], d))
@@ -772,10 +773,12 @@ def write_report(root, out_dir, *, reference: Path = REFERENCE, command: str = "
            "Each comparison below is HyCAS against one baseline under identical settings; "
            "the rule is in the module docstring of `experiments/study_report.py` "
            "(difference of seed means against twice its standard error).", "",
-           _verdict_summary(claims), "", "<details><summary>Every comparison</summary>", "",
-           "| claim | comparison | HyCAS | baseline | verdict |", "|---|---|---|---|---|"]
-    md += [f"| {c} | {w} | {a} | {b} | {v} |" for c, w, a, b, v, _ in claims]
-    md += ["", "</details>", ""]
+           _verdict_summary(claims), ""]
+    if claims:
+        md += ["<details><summary>Every comparison</summary>", "",
+               "| claim | comparison | HyCAS | baseline | verdict |", "|---|---|---|---|---|"]
+        md += [f"| {c} | {w} | {a} | {b} | {v} |" for c, w, a, b, v, _ in claims]
+        md += ["", "</details>", ""]
     md += ["## Compute time per stage (minutes per run)", "",
            f"On the machine named at the top; {_total_seconds(data) / 3600:.2f} h in all. A "
            "stage that a resumed run finished in several invocations counts each part.", "",

@@ -419,6 +419,7 @@ def test_a_study_with_no_finished_run_says_so_instead_of_empty_tables(tmp_path):
                  "finished yet.", "No attack results yet.", "No comparison yet"):
         assert line in text
     assert "![" not in text and not list(out.glob("*.png"))  # no empty figure, no dead link
+    assert "Every comparison" not in text
 
 
 def test_a_report_of_an_unfinished_curve_stage_says_how_far_it_got(tmp_path):
