@@ -306,6 +306,14 @@ def device_name() -> str:
     return f"{d.device_kind} x{jax.device_count()}" if jax.device_count() > 1 else d.device_kind
 
 
+def certified(workdir: Path, sigma: float) -> bool:
+    """Whether the workdir's certification at sigma has finished (its summary holds the
+    certificates; a resumable, unfinished one has none)."""
+    from hycas_jax.evaluation import certify_paths
+    summary = certify_paths(workdir, sigma)["summary"]
+    return summary.exists() and "certificates" in json.loads(summary.read_text())
+
+
 def run_job(profile: dict, job: Job, root: Path, *, progress: bool = False,
             certify_sigmas: Optional[tuple] = None, attack: Optional[bool] = None) -> dict:
     """Trains, certifies and attacks one job (each stage skipped when finished);
@@ -317,7 +325,6 @@ def run_job(profile: dict, job: Job, root: Path, *, progress: bool = False,
         AttackSettings,
         CertifySettings,
         attack_workdir,
-        certify_paths,
         certify_workdir,
     )
 
@@ -328,8 +335,7 @@ def run_job(profile: dict, job: Job, root: Path, *, progress: bool = False,
         training.train(method_config(profile, job), str(workdir), progress=progress)
         timings["train_s"] = time.perf_counter() - start
     for sigma in certify_sigmas:
-        summary = certify_paths(workdir, sigma)["summary"]
-        if not (summary.exists() and "certificates" in json.loads(summary.read_text())):
+        if not certified(workdir, sigma):
             start = time.perf_counter()
             certify_workdir(
                 workdir, CertifySettings.of_workdir(workdir, sigma=sigma), progress=progress)

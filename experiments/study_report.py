@@ -103,17 +103,13 @@ def study_progress(root, meta) -> tuple[int, int, Optional[str]]:
     """(parts finished, parts in all, the phase of the first unfinished part or None) of the
     study's schedule (`study.schedule`), read from the workdirs: a part is finished when its
     certifications have their summaries and its attack its summary."""
-    from hycas_jax.evaluation import certify_paths
     profile = study.profile_from_json(json.dumps(meta["settings"]))
     parts = study.schedule(profile, tuple(meta["methods"]))
 
     def finished(part) -> bool:
         wd = part.job.workdir(root)
-        for sigma in part.certify_sigmas:
-            summary = certify_paths(wd, sigma)["summary"]
-            if not (summary.exists() and "certificates" in json.loads(summary.read_text())):
-                return False
-        return not part.attack or (wd / "attack" / "attack_summary.json").exists()
+        return (all(study.certified(wd, s) for s in part.certify_sigmas)
+                and (not part.attack or (wd / "attack" / "attack_summary.json").exists()))
 
     done = [finished(p) for p in parts]
     pending = next((p.phase for p, ok in zip(parts, done) if not ok), None)
